@@ -1,0 +1,211 @@
+"""tf.data input: record files of a split -> parsed, checked, subsampled, normalised batches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import dataset_root, records, transforms
+from data_pipeline.config import DataConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+UNREADABLE = "unreadable record (truncated or corrupt TFRecord/GZIP data, or an empty file):"
+# Keys of a batch; `inputs` and `sequence_length` are the model's inputs.
+MODEL_KEYS = ("inputs", "sequence_length")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFiles:
+    """The record files of one split and what the dataset root says about them."""
+
+    files: tuple[str, ...]
+    # Per file, from its dataset.ini section: (pix10, nobs, nbands10, nbands20, nbands60).
+    expected_shapes: tuple[tuple[int, int, int, int, int], ...]
+    sections: tuple[dataset_root.DatasetSection, ...]
+    classes: dataset_root.ClassTable
+    missing: tuple[str, ...]  # "<section>/<tileid>" listed in tileids/ without a record file
+
+    @property
+    def time_steps(self) -> int:
+        return max(section.nobs for section in self.sections)
+
+
+def list_split_files(config: DataConfig) -> SplitFiles:
+    """Finds the record files of `config`'s partition, fold and years.
+
+    Raises:
+      dataset_root.DatasetError: a missing file or key, an unknown year, or an empty split.
+    """
+    sections = dataset_root.read_dataset_ini(config.root)
+    classes = dataset_root.read_classes(config.root)
+    names = config.years or tuple(sections)
+    unknown = [name for name in names if name not in sections]
+    if unknown:
+        raise dataset_root.DatasetError(
+            f"{config.root}/dataset.ini: no section for {unknown}; it has {list(sections)}"
+        )
+    chosen = [sections[name] for name in names]
+    if len({section.pix10 for section in chosen}) > 1:
+        raise dataset_root.DatasetError(
+            f"{config.root}/dataset.ini: sections {list(names)} have different pix10 values; "
+            "batches need one tile size, so train on one of them at a time"
+        )
+    tileids = dataset_root.read_tileids(config.root, config.partition, config.fold)
+    files, expected_shapes, missing = [], [], []
+    for section in chosen:
+        found, absent = dataset_root.find_tile_files(config.root, section, tileids)
+        files += found
+        shape = (section.pix10, section.nobs, section.nbands10, section.nbands20, section.nbands60)
+        expected_shapes += [shape] * len(found)
+        missing += [f"{section.name}/{tileid}" for tileid in absent]
+    split = dataset_root.tileids_filename(config.partition, config.fold)
+    if not files:
+        raise dataset_root.DatasetError(
+            f"{config.root}/tileids/{split}: empty split: none of its {len(tileids)} tile ids has "
+            f"a record in {[section.datadir for section in chosen]}"
+        )
+    if missing:
+        logging.info(
+            "%s: %d of %d listed tiles have no record file (using the %d that exist)",
+            split, len(missing), len(missing) + len(files), len(files),
+        )  # fmt: skip
+    return SplitFiles(tuple(files), tuple(expected_shapes), tuple(chosen), classes, tuple(missing))
+
+
+def _read_first_record(path: tf.Tensor) -> tf.data.Dataset:
+    """One element per file: its first record and whether it could be read at all.
+
+    TFRecordDataset's own errors do not name the file, so read errors are caught here and turned
+    into an `ok=False` element that `_check_readable` reports with the file name.
+    """
+    compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+    readable = tf.data.TFRecordDataset(path, compression_type=compression)
+    readable = readable.map(lambda record: (record, True)).ignore_errors()
+    failed = tf.data.Dataset.from_tensors((tf.constant(""), False))
+    return readable.concatenate(failed).take(1)
+
+
+def check_tile(features: dict, expected_shape) -> dict:
+    """Asserts that a decoded tile has the shapes its dataset.ini section promises.
+
+    Args:
+      features: a decoded tile (`records.decode`).
+      expected_shape: int [5], (pix10, nobs, nbands10, nbands20, nbands60) of its section.
+    """
+    pix10, nobs, nbands10, nbands20, nbands60 = tf.unstack(tf.cast(expected_shape, tf.int32))
+    expected = {
+        "x10": [nobs, pix10, pix10, nbands10],
+        "x20": [nobs, pix10 // 2, pix10 // 2, nbands20],
+        "x60": [nobs, pix10 // 6, pix10 // 6, nbands60],
+        "doy": [nobs],
+        "labels": [pix10, pix10],
+    }
+    checks = []
+    for key, shape in expected.items():
+        actual = tf.shape(features[key])
+        matches = tf.logical_and(
+            tf.size(actual) == len(shape), tf.reduce_all(tf.equal(actual, tf.stack(shape)))
+        )
+        checks.append(
+            tf.debugging.Assert(
+                matches,
+                [
+                    f"{key} shape disagrees with dataset.ini",
+                    features["source"],
+                    "got",
+                    actual,
+                    "expected",
+                    tf.stack(shape),
+                ],
+            )  # fmt: skip
+        )
+    with tf.control_dependencies(checks):
+        return {key: tf.identity(value) for key, value in features.items()}
+
+
+def _check_readable(record, ok, source):
+    check = tf.debugging.Assert(ok, [UNREADABLE, source])
+    with tf.control_dependencies([check]):
+        return tf.identity(record)
+
+
+def build_dataset(
+    config: DataConfig, input_context: tf.distribute.InputContext | None = None
+) -> tf.data.Dataset:
+    """Builds the input pipeline of `config`.
+
+    files -> shuffle (training) -> repeat (training) -> interleave(read) -> parse and check ->
+    labels to class indices -> choose observations -> model inputs -> augment (training) ->
+    batch -> prefetch.
+
+    Elements are dicts: inputs float32 [batch, T, H, W, 15], sequence_length int32 [batch],
+    labels int32 [batch, H, W] (class index, -1 unknown), cloud_mask uint8 [batch, T, H, W],
+    has_cloud_mask bool [batch], doy and year int32 [batch, T], tileid and source strings [batch].
+    T is `temporal_samples` or, without it, the largest `nobs` of the chosen sections.
+
+    Args:
+      config: what to read.
+      input_context: given by `strategy.distribute_datasets_from_function`; shards files across
+        input pipelines and turns the global batch size into the per-replica one.
+    """
+    config.validate()
+    split = list_split_files(config)
+    lookup = transforms.label_lookup_table(split.classes.known_ids)
+    time_steps = config.temporal_samples or split.time_steps
+    batch_size = config.batch_size
+    seed = config.seed
+    files = tf.data.Dataset.from_tensor_slices((list(split.files), list(split.expected_shapes)))
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(config.batch_size)
+        if input_context.num_input_pipelines > 1:
+            files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        seed += 7919 * input_context.input_pipeline_id
+    if config.training:
+        files = files.shuffle(len(split.files), seed=seed, reshuffle_each_iteration=True).repeat()
+
+    def read(path, expected_shape):
+        return _read_first_record(path).map(lambda record, ok: (record, ok, path, expected_shape))
+
+    dataset = files.interleave(
+        read, cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=not config.training
+    )
+    if config.skip_corrupt:
+        dataset = dataset.filter(lambda record, ok, path, expected_shape: ok)
+
+    def parse(record, ok, path, expected_shape):
+        record = _check_readable(record, ok, path)
+        features = check_tile(records.decode(record, path), expected_shape)
+        return transforms.map_labels(features, lookup)
+
+    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not config.training)
+    if config.skip_corrupt:
+        dataset = dataset.ignore_errors(log_warning=True)
+    dataset = dataset.enumerate()
+
+    def prepare(index, features):
+        index = tf.cast(index, tf.int32)
+        subsample_seed = tf.stack([seed, 2 * index])
+        augment_seed = tf.stack([seed, 2 * index + 1])
+        features = transforms.select_observations(
+            features,
+            time_steps,
+            num_samples=config.temporal_samples,
+            seed=subsample_seed if config.training else None,
+        )
+        features = transforms.to_model_inputs(features)
+        if config.training and config.augment:
+            features = transforms.augment(features, augment_seed)
+        return {key: features[key] for key in BATCH_KEYS}
+
+    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=not config.training)
+    drop_remainder = config.drop_remainder or config.training or input_context is not None
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(AUTOTUNE)
+
+
+BATCH_KEYS = (
+    "inputs", "sequence_length", "labels", "cloud_mask", "has_cloud_mask", "doy", "year",
+    "tileid", "source",
+)  # fmt: skip

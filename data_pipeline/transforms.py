@@ -1,0 +1,172 @@
+"""Pure tensor transforms of one decoded tile: labels, padding, subsampling, normalisation, flips.
+
+Every function takes and returns a dict of tensors for ONE tile (no batch dimension) as produced
+by `records.decode`, so it runs eagerly and inside `tf.data.Dataset.map` alike. Randomness comes
+from stateless ops with an explicit `seed` (int32 [2]) so that a run is reproducible and a
+checkpointed input pipeline resumes exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+UNKNOWN_INDEX = -1
+NUM_CHANNELS = 15  # 4 + 6 + 3 bands, day of year, year
+REFLECTANCE_SCALE = 1e-4
+REFERENCE_YEAR = 2016
+# Fields with a time axis, gathered together when observations are reordered or subsampled.
+TIME_FIELDS = ("x10", "x20", "x60", "doy", "year", "cloud_mask")
+
+
+def label_lookup_table(known_ids: Sequence[int]) -> tf.Tensor:
+    """A dense id -> class index vector: known ids map to 0..K-1, id 0 to -1, other ids to -2."""
+    size = max(max(known_ids), 0) + 1
+    values = [-2] * size
+    values[0] = UNKNOWN_INDEX
+    for index, label_id in enumerate(known_ids):
+        values[label_id] = index
+    return tf.constant(values, tf.int32)
+
+
+def map_labels(features: dict, lookup_table: tf.Tensor) -> dict:
+    """Maps raw label ids to class indices; raises naming the file on ids not in classes.txt."""
+    labels = features["labels"]
+    in_range = tf.logical_and(labels >= 0, labels < tf.size(lookup_table))
+    indices = tf.gather(lookup_table, tf.where(in_range, labels, 0))
+    indices = tf.where(in_range, indices, -2)
+    unknown = tf.boolean_mask(labels, indices < -1)
+    check = tf.debugging.Assert(
+        tf.size(unknown) == 0,
+        [
+            "label ids missing from classes.txt in",
+            features["source"],
+            "ids:",
+            tf.unique(unknown)[0],
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return {**features, "labels": tf.identity(indices)}
+
+
+def valid_observations(features: dict) -> tf.Tensor:
+    """bool [T]: real observations. Padding has doy 0 or an all-zero x10 (as in the original)."""
+    has_signal = tf.reduce_any(features["x10"] > 0, axis=[1, 2, 3])
+    return tf.logical_and(features["doy"] > 0, has_signal)
+
+
+def _gather_time(features: dict, indices: tf.Tensor) -> dict:
+    out = dict(features)
+    for key in TIME_FIELDS:
+        out[key] = tf.gather(features[key], indices)
+    return out
+
+
+def _pad_time(features: dict, length: int) -> dict:
+    """Crops or zero-pads the time axis at the end to `length` steps."""
+    out = dict(features)
+    for key in TIME_FIELDS:
+        value = features[key][:length]
+        padding = tf.maximum(length - tf.shape(value)[0], 0)
+        paddings = [[0, padding]] + [[0, 0]] * (len(value.shape) - 1)
+        out[key] = tf.ensure_shape(
+            tf.pad(value, paddings), [length, *value.shape[1:]]
+        )  # fmt: skip
+    return out
+
+
+def select_observations(
+    features: dict, length: int, num_samples: int | None = None, seed: tf.Tensor | None = None
+) -> dict:
+    """Keeps the real observations in time order, padded at the end to `length` steps.
+
+    With `num_samples`, keeps at most that many: a random sorted subset when `seed` is given
+    (training), evenly spaced ones otherwise (evaluation). Adds `sequence_length` (int32 scalar).
+
+    Args:
+      features: one decoded tile.
+      length: time steps of the output (e.g. `num_samples`, or `nobs` to keep all).
+      num_samples: at most this many observations are kept.
+      seed: int32 [2] stateless seed; None for the deterministic choice.
+    """
+    valid = valid_observations(features)
+    indices = tf.cast(tf.where(valid)[:, 0], tf.int32)  # real observations, in time order
+    count = tf.size(indices)
+    if num_samples is not None:
+        keep = tf.minimum(count, num_samples)
+        if seed is not None:
+            scores = tf.random.stateless_uniform([count], seed=seed)
+            chosen = tf.math.top_k(scores, k=keep).indices
+        else:
+            step = tf.cast(count, tf.float32) / tf.cast(tf.maximum(keep, 1), tf.float32)
+            chosen = tf.cast(tf.range(keep, dtype=tf.float32) * step, tf.int32)
+        indices = tf.gather(indices, tf.sort(chosen))
+    out = _pad_time(_gather_time(features, indices), length)
+    out["sequence_length"] = tf.minimum(tf.size(indices), length)
+    return out
+
+
+def to_model_inputs(features: dict) -> dict:
+    """Stacks the model input `inputs` [T, H, W, 15] as the original did.
+
+    Reflectances x 1e-4; 20 m and 60 m bands resized bilinearly onto the 10 m grid (done here in
+    the input pipeline, so the model only ever sees one grid and stays fully convolutional);
+    day of year / 365 and year - 2016 broadcast as two channels. Padding steps stay all zero.
+    """
+    x10 = features["x10"]
+    size = tf.shape(x10)[1:3]
+    x20 = tf.image.resize(features["x20"], size, method="bilinear")
+    x60 = tf.image.resize(features["x60"], size, method="bilinear")
+    reflectance = tf.concat([x10, x20, x60], axis=-1) * REFLECTANCE_SCALE
+    time_steps = tf.shape(x10)[0]
+    is_real = tf.cast(features["doy"] > 0, tf.float32)
+    doy = tf.cast(features["doy"], tf.float32) / 365.0
+    year = tf.cast(features["year"] - REFERENCE_YEAR, tf.float32) * is_real
+    dates = tf.stack([doy, year], axis=-1)[:, None, None, :]  # [T, 1, 1, 2]
+    dates = tf.broadcast_to(dates, tf.concat([[time_steps], size, [2]], axis=0))
+    out = dict(features)
+    out["inputs"] = tf.concat([reflectance, dates], axis=-1)
+    return out
+
+
+def augment(features: dict, seed: tf.Tensor) -> dict:
+    """Random up-down and left-right flips and a multiple of 90 degree rotation.
+
+    Labels and cloud masks follow the image. Rotation needs square tiles (MTLCC tiles are).
+    """
+    flips = tf.random.stateless_uniform([3], seed=seed, maxval=4, dtype=tf.int32)
+    flip_up_down, flip_left_right, quarter_turns = flips[0] % 2, flips[1] % 2, flips[2]
+
+    def spatial(value, image_axes):
+        # image_axes: the (height, width) axes of this field.
+        value = tf.cond(flip_up_down > 0, lambda: tf.reverse(value, [image_axes[0]]), lambda: value)
+        value = tf.cond(
+            flip_left_right > 0, lambda: tf.reverse(value, [image_axes[1]]), lambda: value
+        )
+        return _rotate(value, quarter_turns, image_axes)
+
+    out = dict(features)
+    for key in ("inputs", "cloud_mask"):
+        out[key] = spatial(features[key], (1, 2))
+    out["labels"] = spatial(features["labels"], (0, 1))
+    return out
+
+
+def _rotate(value: tf.Tensor, quarter_turns: tf.Tensor, axes: tuple[int, int]) -> tf.Tensor:
+    """Rotates by quarter_turns x 90 degrees in the plane of `axes` (transpose + flip each)."""
+    permutation = list(range(len(value.shape)))
+    permutation[axes[0]], permutation[axes[1]] = permutation[axes[1]], permutation[axes[0]]
+
+    def turn(v):
+        return tf.reverse(tf.transpose(v, permutation), [axes[0]])
+
+    return tf.switch_case(
+        quarter_turns,
+        [
+            lambda: value,
+            lambda: turn(value),
+            lambda: turn(turn(value)),
+            lambda: turn(turn(turn(value))),
+        ],
+    )

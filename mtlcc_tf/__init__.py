@@ -1,0 +1,1 @@
+"""mtlcc-tf: recurrent encoders for multi-temporal land cover classification."""

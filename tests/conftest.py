@@ -1,0 +1,91 @@
+"""Shared test fixtures: tiny dataset roots written with the package's own writers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from data_pipeline import dataset_root, records  # noqa: E402
+
+CLASSES = dataset_root.ClassTable(
+    ids=(0, 1, 5, 22, 26), names=("unknown", "sugar beet", "rape", "winter wheat", "maize")
+)
+
+
+def random_tile(
+    tileid: str,
+    rng: np.random.Generator,
+    pix10: int = 12,
+    nobs: int = 8,
+    num_real: int = 6,
+    year: int = 2016,
+    cloud_mask: bool = True,
+) -> records.Tile:
+    """A tile of random reflectances with `num_real` observations and zero padding after them."""
+
+    def raster(size, bands):
+        values = rng.integers(1, 10000, (nobs, size, size, bands))
+        values[num_real:] = 0
+        return values
+
+    doy = np.zeros(nobs, np.int64)
+    doy[:num_real] = np.sort(rng.choice(np.arange(1, 366), num_real, replace=False))
+    mask = None
+    if cloud_mask:
+        mask = rng.integers(0, 3, (nobs, pix10, pix10)).astype(np.uint8)
+        mask[num_real:] = 0
+    return records.Tile(
+        tileid=tileid,
+        x10=raster(pix10, 4),
+        x20=raster(pix10 // 2, 6),
+        x60=raster(pix10 // 6, 3),
+        doy=doy,
+        year=np.where(doy > 0, year, 0),
+        labels=rng.choice(np.array(CLASSES.ids), (pix10, pix10)),
+        cloud_mask=mask,
+    )
+
+
+def write_random_root(
+    root: str,
+    num_tiles: int = 6,
+    pix10: int = 12,
+    nobs: int = 8,
+    years: tuple[int, ...] = (2016,),
+    schema: str = records.COMPACT,
+    compression: str | None = "GZIP",
+    seed: int = 0,
+) -> dict[str, records.Tile]:
+    """Writes a dataset root: tiles 0..n-1 in every year, train = even ids, eval = odd ids."""
+    rng = np.random.default_rng(seed)
+    sections = []
+    tiles = {}
+    suffix = ".tfrecord.gz" if compression else ".tfrecord"
+    for year in years:
+        section = dataset_root.DatasetSection(str(year), f"data{year % 100}", pix10, nobs)
+        sections.append(section)
+        for index in range(num_tiles):
+            tile = random_tile(
+                str(index), rng, pix10, nobs, num_real=nobs - 1 - index % 3, year=year
+            )
+            path = os.path.join(root, section.datadir, f"{index}{suffix}")
+            records.write_tile(path, tile, schema, compression)
+            tiles[path] = tile
+    dataset_root.write_dataset_ini(root, sections)
+    dataset_root.write_classes(root, CLASSES)
+    ids = [str(i) for i in range(num_tiles)]
+    dataset_root.write_tileids(root, "train_fold0", ids[0::2])
+    dataset_root.write_tileids(root, "test_fold0", ids[1::2])
+    dataset_root.write_tileids(root, "eval", ids[1::2])
+    return tiles
+
+
+@pytest.fixture
+def random_root(tmp_path):
+    root = str(tmp_path / "root")
+    tiles = write_random_root(root)
+    return root, tiles
