@@ -12,7 +12,9 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["mtlcc_tf", "mtlcc_tf.*", "data_pipeline", "data_pipeline.*"]),
+    packages=setuptools.find_packages(
+        include=["mtlcc_tf", "mtlcc_tf.*", "data_pipeline", "data_pipeline.*"]
+    ),
     install_requires=[
         "numpy>=1.26",
         "absl-py>=2.1",

@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from data_pipeline import dataset_root, records  # noqa: E402
 
@@ -48,6 +49,30 @@ def random_tile(
         labels=rng.choice(np.array(CLASSES.ids), (pix10, pix10)),
         cloud_mask=mask,
     )
+
+
+def write_like_the_original(path: str, tile: records.Tile) -> None:
+    """Writes a record field by field as the original TF 1 code did (independent of encode())."""
+
+    def raw(array):
+        return tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[array.astype(np.int64).tobytes()])
+        )
+
+    def shape(array):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(array.shape)))
+
+    labels = np.stack([tile.labels] * tile.x10.shape[0])
+    feature = {
+        "x10/data": raw(tile.x10), "x10/shape": shape(tile.x10),
+        "x20/data": raw(tile.x20), "x20/shape": shape(tile.x20),
+        "x60/data": raw(tile.x60), "x60/shape": shape(tile.x60),
+        "dates/doy": raw(tile.doy), "dates/year": raw(tile.year), "dates/shape": shape(tile.doy),
+        "labels/data": raw(labels), "labels/shape": shape(labels),
+    }  # fmt: skip
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        writer.write(example.SerializeToString())
 
 
 def write_random_root(

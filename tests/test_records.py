@@ -1,4 +1,4 @@
-"""Record schemas: round trips through real files, and the original schema as the original wrote it."""
+"""Record schemas: round trips through real files; the original schema as the original wrote it."""
 
 import os
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import dataset_root, records
-from tests.conftest import CLASSES, random_tile
+from tests.conftest import CLASSES, random_tile, write_like_the_original
 
 FIELDS = ("x10", "x20", "x60", "doy", "year", "labels")
 
@@ -42,30 +42,6 @@ def test_compact_schema_is_smaller(tmp_path):
     }
     # uint16 instead of int64 reflectances and one label map instead of T: well under a third.
     assert sizes[records.COMPACT] < sizes[records.ORIGINAL] / 3
-
-
-def write_like_the_original(path: str, tile: records.Tile) -> None:
-    """Writes a record field by field as the original TF 1 code did (independent of encode())."""
-
-    def raw(array):
-        return tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[array.astype(np.int64).tobytes()])
-        )
-
-    def shape(array):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(array.shape)))
-
-    labels = np.stack([tile.labels] * tile.x10.shape[0])
-    feature = {
-        "x10/data": raw(tile.x10), "x10/shape": shape(tile.x10),
-        "x20/data": raw(tile.x20), "x20/shape": shape(tile.x20),
-        "x60/data": raw(tile.x60), "x60/shape": shape(tile.x60),
-        "dates/doy": raw(tile.doy), "dates/year": raw(tile.year), "dates/shape": shape(tile.doy),
-        "labels/data": raw(labels), "labels/shape": shape(labels),
-    }  # fmt: skip
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        writer.write(example.SerializeToString())
 
 
 def test_reads_records_written_like_the_original(tmp_path):
