@@ -267,11 +267,11 @@ def op_error_message(error: Exception) -> str:
     return " ".join(message.split())
 
 
-def read_tile(path: str) -> tuple[Tile, str]:
-    """Reads the first record of a file eagerly; returns the tile and its schema name.
+def read_record(path: str) -> dict[str, tf.Tensor]:
+    """Reads and decodes the first record of a file eagerly (see `decode` for the tensors).
 
     Raises:
-      RecordError: naming the file, if it is unreadable, truncated or malformed.
+      RecordError: naming the file, if it is missing, unreadable, truncated or malformed.
     """
     if not os.path.isfile(path):
         raise RecordError(f"{path}: no such file")
@@ -280,14 +280,15 @@ def read_tile(path: str) -> tuple[Tile, str]:
         serialized = next(iter(dataset), None)
         if serialized is None:
             raise RecordError(f"{path}: holds no record (empty file)")
-        tensors = decode(serialized, path)
-    except (tf.errors.OpError, ValueError) as error:
-        if isinstance(error, RecordError):
-            raise
-        raise RecordError(
-            f"{path}: unreadable or malformed record: {op_error_message(error)}"
-        ) from (error)
-    arrays = {key: value.numpy() for key, value in tensors.items()}
+        return decode(serialized, path)
+    except tf.errors.OpError as error:
+        message = op_error_message(error)
+        raise RecordError(f"{path}: unreadable or malformed record: {message}") from error
+
+
+def read_tile(path: str) -> tuple[Tile, str]:
+    """Reads the first record of a file into numpy; returns the tile and its schema name."""
+    arrays = {key: value.numpy() for key, value in read_record(path).items()}
     tileid = arrays["tileid"].decode("utf-8") or os.path.basename(path).split(".")[0]
     tile = Tile(
         tileid=tileid,
