@@ -137,8 +137,8 @@ def build_dataset(
     """Builds the input pipeline of `config`.
 
     files -> shuffle (training) -> repeat (training) -> interleave(read) -> parse and check ->
-    labels to class indices -> choose observations -> model inputs -> augment (training) ->
-    batch -> prefetch.
+    labels to class indices -> choose observations -> inject clouds (optional) -> model inputs ->
+    augment (training) -> batch -> prefetch.
 
     Elements are dicts: inputs float32 [batch, T, H, W, 15], sequence_length int32 [batch],
     labels int32 [batch, H, W] (class index, -1 unknown), cloud_mask uint8 [batch, T, H, W],
@@ -174,9 +174,16 @@ def build_dataset(
     if config.skip_corrupt:
         dataset = dataset.filter(lambda record, ok, path, expected_shape: ok)
 
+    pix10 = split.sections[0].pix10  # the same for all chosen sections
+
     def parse(record, ok, path, expected_shape):
         record = _check_readable(record, ok, path)
         features = check_tile(records.decode(record, path), expected_shape)
+        # Static tile sizes let later stages (and the model) see [.., pix10, pix10, ..].
+        for key, size in (("x10", pix10), ("x20", pix10 // 2), ("x60", pix10 // 6)):
+            features[key] = tf.ensure_shape(features[key], [None, size, size, None])
+        features["labels"] = tf.ensure_shape(features["labels"], [pix10, pix10])
+        features["cloud_mask"] = tf.ensure_shape(features["cloud_mask"], [None, pix10, pix10])
         return transforms.map_labels(features, lookup)
 
     dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not config.training)
@@ -194,6 +201,11 @@ def build_dataset(
             num_samples=config.temporal_samples,
             seed=subsample_seed if config.training else None,
         )
+        if config.cloud_injection > 0:
+            # Seeded by the file, not the position, so a tile gets the same clouds in every run.
+            tile_key = tf.strings.to_hash_bucket_fast(features["source"], 2**31 - 1)
+            inject_seed = tf.stack([config.seed, tf.cast(tile_key, tf.int32)])
+            features = transforms.inject_clouds(features, config.cloud_injection, inject_seed)
         features = transforms.to_model_inputs(features)
         if config.training and config.augment:
             features = transforms.augment(features, augment_seed)

@@ -107,6 +107,27 @@ def select_observations(
     return out
 
 
+def inject_clouds(features: dict, fraction: float, seed: tf.Tensor) -> dict:
+    """Adds simulated clouds and shadows to a `fraction` of the real observations.
+
+    For the test-time cloud ablation. Runs on raw reflectances (before `to_model_inputs`); the
+    cloud mask becomes the union of the record's own mask and the added clouds.
+
+    Args:
+      features: one tile, after `select_observations`.
+      fraction: probability that a real observation gets clouds.
+      seed: int32 [2] stateless seed; the same seed gives the same clouds.
+    """
+    from data_pipeline.simulation import clouds_tf  # the simulator is only needed here
+
+    x10, x20, x60, added = clouds_tf.inject_clouds_tf(
+        features["x10"], features["x20"], features["x60"], features["doy"], seed, fraction
+    )
+    out = {**features, "x10": x10, "x20": x20, "x60": x60}
+    out["cloud_mask"] = tf.where(added > 0, added, features["cloud_mask"])
+    return out
+
+
 def to_model_inputs(features: dict) -> dict:
     """Stacks the model input `inputs` [T, H, W, 15] as the original did.
 

@@ -65,3 +65,22 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path):
         assert all(b["inputs"].shape[0] == 2 for b in batches)
         seen += [t for b in batches for t in b["tileid"].numpy()]
     assert sorted(seen) == [b"1", b"3", b"5", b"7"]
+
+
+def test_cloud_injection_is_deterministic_and_adds_bright_clouds(tmp_path):
+    root = str(tmp_path)
+    write_random_root(root, num_tiles=4, pix10=24, nobs=8)
+    clear = dict(root=root, partition="eval", batch_size=2, training=False)
+    base = collect(input_pipeline.build_dataset(DataConfig(**clear)))
+    cloudy = collect(input_pipeline.build_dataset(DataConfig(**clear, cloud_injection=1.0, seed=3)))
+    again = collect(input_pipeline.build_dataset(DataConfig(**clear, cloud_injection=1.0, seed=3)))
+    other = collect(input_pipeline.build_dataset(DataConfig(**clear, cloud_injection=1.0, seed=4)))
+    np.testing.assert_array_equal(cloudy["inputs"], again["inputs"])
+    assert not np.array_equal(cloudy["inputs"], other["inputs"])
+    real = np.arange(8)[None, :] < base["sequence_length"][:, None]  # [tiles, T]
+    changed = np.any(cloudy["inputs"] != base["inputs"], axis=(2, 3, 4))
+    assert changed[real].mean() > 0.5 and not changed[~real].any()  # padding stays padding
+    added = (cloudy["cloud_mask"] == 1) & (base["cloud_mask"] != 1)
+    assert added.any()
+    blue = 2  # B2 is the third 10 m band
+    assert cloudy["inputs"][..., blue][added].mean() > base["inputs"][..., blue][added].mean()
