@@ -1,0 +1,281 @@
+"""Training-step throughput of the encoders against the stock ConvLSTM2D and the matmul peak.
+
+Run from the repository root, e.g.
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py --steps 3 --warmup 1
+The last printed line is one JSON object with every figure.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.layers import ClassificationHead
+from mtlcc_tf.models import build_model
+
+# Gates per cell: convolution output channels = gates * filters.
+GATES = {
+    "lstm": 4,
+    "lstm_stock_math": 4,
+    "gru": 3,
+    "keras_convlstm": 4,
+    "keras_convlstm_unmasked": 4,
+}
+FLOP_FORMULA = (
+    "train FLOPs/sample = 3 * (directions * time * 2*H*W*k^2*(channels+filters)*gates*filters"
+    " + 2*H*W*3^2*(directions*filters)*classes); gates: lstm 4, gru 3; 3 = forward + two"
+    " backward convolutions; elementwise work not counted"
+)
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--time", type=int, default=30)
+    parser.add_argument("--size", type=int, default=24, help="tile height and width")
+    parser.add_argument("--channels", type=int, default=15)
+    parser.add_argument("--filters", type=int, default=64)
+    parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--num-classes", type=int, default=17)
+    parser.add_argument(
+        "--cells", default="lstm,gru,keras_convlstm,lstm_stock_math,keras_convlstm_unmasked"
+    )
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    return parser.parse_args()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_calls(function, repeats: int) -> list[float]:
+    """Wall times of `repeats` calls of `function()`, which must block until it is done."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def make_matmul(size: int, dtype: tf.DType):
+    """A blocking square matmul; its best GFLOP/s is the practical peak for `dtype`."""
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    b = tf.cast(tf.random.normal([size, size]), dtype)
+    matmul = tf.function(tf.matmul)
+    return lambda: matmul(a, b).numpy()
+
+
+def train_flops_per_sample(args: argparse.Namespace, cell: str) -> float:
+    directions = 2
+    pixels = args.size * args.size
+    recurrent = (
+        2 * pixels * args.kernel**2 * (args.channels + args.filters) * GATES[cell] * args.filters
+    )
+    head = 2 * pixels * 9 * directions * args.filters * args.num_classes
+    return 3 * (directions * args.time * recurrent + head)
+
+
+def build_benchmark_model(args: argparse.Namespace, cell: str) -> keras.Model:
+    """The model of `build_model` for `cell`, or a named variant.
+
+    'lstm_stock_math' is our ConvLSTM doing the stock layer's math (no normalisation, zero
+    padding); 'keras_convlstm_unmasked' is the bare stock layer without sequence lengths.
+    """
+    if cell == "keras_convlstm_unmasked":
+        # The stock layer at its fastest: no mask, so it ignores sequence lengths.
+        inputs = keras.Input((args.time, args.size, args.size, args.channels), name="inputs")
+        recurrent = keras.layers.ConvLSTM2D(args.filters, args.kernel, padding="same", unroll=True)
+        features = keras.layers.Bidirectional(recurrent)(inputs)
+        logits = ClassificationHead(args.num_classes, padding="same")(features)
+        return keras.Model({"inputs": inputs}, logits)
+    config = ModelConfig(
+        num_classes=args.num_classes,
+        input_channels=args.channels,
+        convcell="lstm" if cell == "lstm_stock_math" else cell,
+        convrnn_filters=args.filters,
+        convrnn_kernel=args.kernel,
+    )
+    if cell in ("keras_convlstm", "lstm_stock_math"):
+        # The stock layer's math: no normalisation, zero padding.
+        config = dataclasses.replace(config, normalization=False, padding="same")
+    if cell == "keras_convlstm":
+        config = dataclasses.replace(config, tile_size=args.size)
+    return build_model(config)
+
+
+def make_train_step(args: argparse.Namespace, cell: str, precision: str):
+    """A compiled training step (forward, backward, Adam) for one cell and dtype policy."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_benchmark_model(args, cell)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(features, labels):
+        features = {name: features[name] for name in model.input}
+        with tf.GradientTape() as tape:
+            loss = loss_function(labels, model(features, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    return train_step
+
+
+# name: (numerator, denominator), both "cell/precision".
+RATIOS = {
+    "lstm_vs_stock_float32": ("lstm/float32", "keras_convlstm/float32"),
+    "lstm_vs_stock_bfloat16": ("lstm/mixed_bfloat16", "keras_convlstm/mixed_bfloat16"),
+    "lstm_vs_unmasked_stock_float32": ("lstm/float32", "keras_convlstm_unmasked/float32"),
+    "lstm_stock_math_vs_stock_float32": ("lstm_stock_math/float32", "keras_convlstm/float32"),
+    "lstm_bfloat16_vs_float32": ("lstm/mixed_bfloat16", "lstm/float32"),
+    "gru_bfloat16_vs_float32": ("gru/mixed_bfloat16", "gru/float32"),
+    "stock_bfloat16_vs_float32": ("keras_convlstm/mixed_bfloat16", "keras_convlstm/float32"),
+}
+# The issue's targets: (figure, threshold).
+TARGETS = {
+    "lstm_vs_stock_float32 >= 0.9": ("lstm_vs_stock_float32", 0.9),
+    "lstm_float32_fraction_of_matmul_peak >= 0.8": ("lstm_float32_fraction_of_matmul_peak", 0.8),
+    "lstm_bfloat16_vs_float32 >= 1.3": ("lstm_bfloat16_vs_float32", 1.3),
+}
+
+
+def time_variants(args: argparse.Namespace, variants: list[tuple[str, str]]):
+    """Seconds per training step of every variant and per matmul of every dtype."""
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.time, args.size, args.size, args.channels)
+    features = {
+        "inputs": tf.constant(rng.random(shape, dtype=np.float32)),
+        "sequence_length": tf.fill([args.batch], args.time),
+    }
+    labels = tf.constant(rng.integers(0, args.num_classes, shape[:1] + shape[2:4]))
+    steps = {}
+    for variant in variants:
+        steps[variant] = make_train_step(args, *variant)
+        for _ in range(args.warmup):
+            steps[variant](features, labels).numpy()
+    matmuls = {
+        "float32": make_matmul(args.matmul_size, tf.float32),
+        "mixed_bfloat16": make_matmul(args.matmul_size, tf.bfloat16),
+    }
+    # Rounds interleave the peak and the variants so that load from other processes on a
+    # shared machine hits them alike.
+    step_seconds = {variant: [] for variant in variants}
+    matmul_seconds = {name: [] for name in matmuls}
+    for _ in range(args.rounds):
+        for name, matmul in matmuls.items():
+            matmul()
+            matmul_seconds[name] += time_calls(matmul, 5)
+        for variant, step in steps.items():
+            step_seconds[variant] += time_calls(
+                lambda step=step: step(features, labels).numpy(), args.steps
+            )
+    return step_seconds, matmul_seconds
+
+
+def main() -> None:
+    args = parse_arguments()
+    tf.get_logger().setLevel("ERROR")  # one tf.function per variant is traced on purpose
+    variants = [
+        (cell, precision)
+        for cell in args.cells.split(",")
+        for precision in args.precisions.split(",")
+    ]
+    step_seconds, matmul_seconds = time_variants(args, variants)
+
+    # The fastest call is the least disturbed estimate on a shared machine.
+    peak = {
+        name: 2 * args.matmul_size**3 / min(times) / 1e9 for name, times in matmul_seconds.items()
+    }
+    results = {}
+    for (cell, precision), seconds in step_seconds.items():
+        samples_per_second = args.batch / min(seconds)
+        gflops = train_flops_per_sample(args, cell) * samples_per_second / 1e9
+        results[f"{cell}/{precision}"] = {
+            "samples_per_second": round(samples_per_second, 3),
+            "median_samples_per_second": round(args.batch / statistics.median(seconds), 3),
+            "gflops_per_second": round(gflops, 1),
+            "fraction_of_float32_matmul_peak": round(gflops / peak["float32"], 3),
+            "fraction_of_own_dtype_matmul_peak": round(gflops / peak[precision], 3),
+        }
+        print(
+            f"{cell:>23} {precision:>14}: {samples_per_second:6.3f} samples/s, "
+            f"{gflops:6.1f} GFLOP/s ({gflops / peak['float32']:.0%} of fp32 matmul peak)"
+        )
+    figures = {
+        name: round(
+            results[numerator]["samples_per_second"] / results[denominator]["samples_per_second"],
+            3,
+        )
+        for name, (numerator, denominator) in RATIOS.items()
+        if numerator in results and denominator in results
+    }
+    if "lstm/float32" in results:
+        figures["lstm_float32_fraction_of_matmul_peak"] = results["lstm/float32"][
+            "fraction_of_float32_matmul_peak"
+        ]
+    targets = {
+        name: figures[figure] >= threshold
+        for name, (figure, threshold) in TARGETS.items()
+        if figure in figures
+    }
+    print(f"matmul peak: fp32 {peak['float32']:.1f} GFLOP/s, bf16 {peak['mixed_bfloat16']:.1f}")
+    print(f"FLOP count: {FLOP_FORMULA}")
+    for name, value in figures.items():
+        print(f"{name}: {value}")
+    for name, met in targets.items():
+        print(f"target {name}: {'met' if met else 'MISSED'}")
+    summary = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "shape": dict(
+            batch=args.batch,
+            time=args.time,
+            size=args.size,
+            channels=args.channels,
+            filters=args.filters,
+            kernel=args.kernel,
+            bidirectional=True,
+        ),
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "matmul_peak_gflops": {key: round(value, 1) for key, value in peak.items()},
+        "results": results,
+        "ratios": figures,
+        "targets_met": targets,
+        "flop_formula": FLOP_FORMULA,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

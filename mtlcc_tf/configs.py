@@ -1,0 +1,104 @@
+"""Frozen, validated configuration dataclasses; flags are turned into these once, at start-up."""
+
+import dataclasses
+
+CONVCELLS = ("lstm", "gru", "keras_convlstm")
+PADDINGS = ("reflect", "same")
+AGGREGATION_STRATEGIES = ("state", "avg_output", "sum_output")
+HEADS = ("original", "logits")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What `mtlcc_tf.models.build_model` builds.
+
+    Attributes:
+        num_classes: Classes scored by the head (the paper: 17; 'unknown' is not a class).
+        input_channels: Channels per observation (the original: 13 bands + doy + year = 15).
+        convcell: 'lstm' or 'gru' (the original's cells), or 'keras_convlstm' (baseline:
+            stock `keras.layers.ConvLSTM2D`, needs `normalization=False`, `padding='same'`
+            and `tile_size`).
+        convrnn_filters: Hidden channels per direction (the released models: 256).
+        convrnn_kernel: Side of the square recurrent kernels (ignored when `pixelwise`).
+        convrnn_layers: Stacked recurrent layers.
+        bidirectional: Add a backward direction with its own weights.
+        normalization: Layer-normalise gate pre-activations (else biased convolutions).
+        padding: Spatial padding of the convolutions, 'reflect' (the original) or 'same'.
+        peepholes: LSTM peephole connections (per channel).
+        aggr_strat: 'state' (classify the final states), 'avg_output' / 'sum_output' (classify
+            every step, average / sum the logits over real steps).
+        head: 'original' (conv without bias + batch norm + leaky ReLU) or 'logits' (conv with
+            bias).
+        pixelwise: Per-pixel baseline: 1x1 kernels everywhere and per-pixel normalisation, so
+            no spatial context at all.
+        dropout: Dropout rate on the input of every recurrent layer.
+        unroll: Unroll the time loop when the number of steps is static (faster on CPU).
+        tile_size: Static height and width of the model input, or None for any size (not
+            allowed for 'keras_convlstm', whose zero state needs a static size).
+    """
+
+    num_classes: int
+    input_channels: int = 15
+    convcell: str = "lstm"
+    convrnn_filters: int = 64
+    convrnn_kernel: int = 3
+    convrnn_layers: int = 1
+    bidirectional: bool = True
+    normalization: bool = True
+    padding: str = "reflect"
+    peepholes: bool = False
+    aggr_strat: str = "state"
+    head: str = "original"
+    pixelwise: bool = False
+    dropout: float = 0.0
+    unroll: bool = True
+    tile_size: int | None = None
+
+    def validate(self) -> "ModelConfig":
+        """Checks every field.
+
+        Returns:
+            self, so that `ModelConfig(...).validate()` can be chained.
+
+        Raises:
+            ValueError: Naming the first bad field and why.
+        """
+
+        def require(condition: bool, field: str, why: str) -> None:
+            if not condition:
+                value = getattr(self, field)
+                raise ValueError(f"ModelConfig.{field}={value!r} is invalid: {why}")
+
+        def positive(field: str) -> None:
+            value = getattr(self, field)
+            require(isinstance(value, int) and value >= 1, field, "must be an integer >= 1")
+
+        positive("input_channels")
+        positive("convrnn_filters")
+        positive("convrnn_kernel")
+        positive("convrnn_layers")
+        require(
+            isinstance(self.num_classes, int) and self.num_classes >= 2,
+            "num_classes",
+            "must be an integer >= 2",
+        )
+        require(self.convcell in CONVCELLS, "convcell", f"must be one of {CONVCELLS}")
+        require(self.convrnn_kernel % 2 == 1, "convrnn_kernel", "must be odd")
+        require(self.padding in PADDINGS, "padding", f"must be one of {PADDINGS}")
+        require(
+            self.aggr_strat in AGGREGATION_STRATEGIES,
+            "aggr_strat",
+            f"must be one of {AGGREGATION_STRATEGIES}",
+        )
+        require(self.head in HEADS, "head", f"must be one of {HEADS}")
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        require(not self.peepholes or self.convcell == "lstm", "peepholes", "needs convcell='lstm'")
+        if self.tile_size is not None:
+            positive("tile_size")
+        if self.convcell == "keras_convlstm":
+            stock = "keras.layers.ConvLSTM2D"
+            require(not self.normalization, "normalization", f"{stock} has no normalisation")
+            require(self.padding == "same", "padding", f"{stock} pads with zeros: use 'same'")
+            require(not self.pixelwise, "pixelwise", f"not available for {stock}")
+            require(self.tile_size is not None, "tile_size", f"{stock} needs a static size")
+        return self

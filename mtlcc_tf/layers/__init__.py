@@ -1,0 +1,18 @@
+"""Keras 3 layers of mtlcc-tf: convolutional recurrent cells, encoders and heads."""
+
+from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell, ConvRecurrentCell
+from mtlcc_tf.layers.encoder import ConvRNNEncoder
+from mtlcc_tf.layers.heads import ClassificationHead, TemporalPooling
+from mtlcc_tf.layers.recurrence import run_recurrence
+from mtlcc_tf.layers.stock import StockConvLSTMEncoder
+
+__all__ = [
+    "ClassificationHead",
+    "ConvGRUCell",
+    "ConvLSTMCell",
+    "ConvRNNEncoder",
+    "ConvRecurrentCell",
+    "StockConvLSTMEncoder",
+    "TemporalPooling",
+    "run_recurrence",
+]

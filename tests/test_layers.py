@@ -1,0 +1,208 @@
+"""Tests of the recurrent cells and encoders: equivalence, masking, reversal, serialisation."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlcc_tf.layers import (
+    ClassificationHead,
+    ConvGRUCell,
+    ConvLSTMCell,
+    ConvRNNEncoder,
+    StockConvLSTMEncoder,
+    TemporalPooling,
+    run_recurrence,
+)
+from mtlcc_tf.layers.cells import layer_norm
+
+BATCH, TIME, SIZE, CHANNELS, FILTERS = 2, 4, 8, 3, 4
+
+
+def random_inputs(seed: int = 0, time: int = TIME, size: int = SIZE) -> np.ndarray:
+    # [batch, time, height, width, channels]
+    return np.random.default_rng(seed).normal(size=(BATCH, time, size, size, CHANNELS))
+
+
+def randomize(layer: keras.layers.Layer, seed: int = 1) -> None:
+    """Gives every weight random values, so that tests do not pass by initialisation."""
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        weight.assign(rng.normal(scale=0.3, size=weight.shape))
+
+
+def test_lstm_matches_keras_convlstm2d_with_same_weights():
+    stock = keras.layers.ConvLSTM2D(
+        FILTERS, 3, padding="same", return_sequences=True, return_state=True
+    )
+    inputs = random_inputs().astype("float32")
+    stock(inputs)
+    randomize(stock)
+    cell = ConvLSTMCell(FILTERS, padding="same", normalization=False)
+    cell.build((None, None, None, CHANNELS))
+    cell.kernel.assign(stock.cell.kernel)
+    cell.recurrent_kernel.assign(stock.cell.recurrent_kernel)
+    cell.bias.assign(stock.cell.bias)
+
+    expected_outputs, _, expected_cell = stock(inputs)
+    projected = cell.project_inputs(tf.transpose(inputs, [1, 0, 2, 3, 4]))
+    for unroll in (True, False):
+        (_, final_cell), (outputs,) = run_recurrence(
+            cell, projected, tf.fill([BATCH], TIME), unroll=unroll, num_collected=1
+        )
+        outputs = tf.transpose(outputs, [1, 0, 2, 3, 4])
+        np.testing.assert_allclose(outputs, expected_outputs, atol=1e-5)
+        np.testing.assert_allclose(final_cell, expected_cell, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_class", [ConvLSTMCell, ConvGRUCell])
+def test_reflect_padding_split_equals_one_convolution_over_concatenation(cell_class):
+    """conv(pad([x, h])) == conv_x(pad(x)) + conv_h(pad(h)): the split is exact."""
+    cell = cell_class(FILTERS, normalization=False)
+    cell.build((None, None, None, CHANNELS))
+    randomize(cell)
+    inputs = tf.constant(random_inputs()[:, 0], tf.float32)
+    hidden = tf.constant(random_inputs(seed=2)[:, 0, ..., :1].repeat(FILTERS, -1), tf.float32)
+    if cell_class is ConvLSTMCell:
+        recurrent_kernel = cell.recurrent_kernel
+    else:  # The gate convolution; the candidate one splits the same way.
+        recurrent_kernel = cell.gate_recurrent_kernel
+    gates = recurrent_kernel.shape[-1]
+    kernel = tf.concat([cell.input_kernel()[..., :gates], recurrent_kernel], axis=2)
+    joint = tf.pad(tf.concat([inputs, hidden], -1), [[0, 0], [1, 1], [1, 1], [0, 0]], "REFLECT")
+    expected = tf.nn.conv2d(joint, kernel, 1, "VALID")
+    split = cell.project_inputs(inputs)[..., :gates] + cell._conv(hidden, recurrent_kernel)
+    np.testing.assert_allclose(split, expected, atol=1e-5)
+
+
+def test_layer_norm_matches_reference_per_gate():
+    inputs = tf.constant(random_inputs()[:, :, :, :, :2].reshape(BATCH, SIZE, SIZE, -1) * 3 + 1)
+    inputs = tf.cast(inputs, tf.float32)  # [batch, height, width, 2 groups * 4 channels]
+    scale = tf.range(8, dtype=tf.float32) / 4
+    offset = -tf.range(8, dtype=tf.float32)
+    result = layer_norm(inputs, 2, scale, offset, epsilon=1e-5)
+    groups = tf.reshape(inputs, [BATCH, SIZE, SIZE, 2, 4])
+    mean, variance = tf.nn.moments(groups, axes=[1, 2, 4], keepdims=True)
+    expected = tf.reshape((groups - mean) / tf.sqrt(variance + 1e-5), inputs.shape)
+    np.testing.assert_allclose(result, expected * scale + offset, atol=1e-4)
+
+
+def make_encoder(cell_type: str, **kwargs) -> ConvRNNEncoder:
+    encoder = ConvRNNEncoder(FILTERS, cell_type=cell_type, **kwargs)
+    encoder.build((None, None, None, None, CHANNELS))
+    randomize(encoder)
+    return encoder
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+@pytest.mark.parametrize("unroll", [True, False])
+def test_padding_steps_change_no_output(cell_type, unroll):
+    encoder = make_encoder(cell_type, num_layers=2, aggregation="avg_output", unroll=unroll)
+    lengths = tf.constant([TIME, 2])
+    inputs = random_inputs()
+    inputs[1, 2:] = 0.0
+    # Three more steps of garbage after each sequence's end.
+    padded = np.concatenate([inputs, random_inputs(seed=5, time=3)], axis=1)
+    padded[1, 2:TIME] = random_inputs(seed=6)[1, 2:]
+    states = encoder(inputs, lengths, return_state_sequences=True)
+    padded_states = encoder(padded, lengths, return_state_sequences=True)
+    for name, values in states.items():
+        np.testing.assert_allclose(padded_states[name][:, :TIME], values, atol=1e-5)
+        np.testing.assert_array_equal(padded_states[name][1, 2:], 0.0)
+    outputs = encoder(inputs, lengths)
+    np.testing.assert_allclose(encoder(padded, lengths)[:, :TIME], outputs, atol=1e-5)
+    # The final states equal those of the unpadded, shorter sequence.
+    short = make_encoder(cell_type, num_layers=2)
+    short.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(
+        short(padded[1:, :2], lengths[1:]), short(padded[1:], lengths[1:]), atol=1e-5
+    )
+
+
+def test_unrolled_and_while_loop_agree():
+    rolled = make_encoder("lstm", peepholes=True, unroll=False)
+    unrolled = make_encoder("lstm", peepholes=True, unroll=True)
+    unrolled.set_weights(rolled.get_weights())
+    inputs, lengths = random_inputs(), tf.constant([TIME, 1])
+    np.testing.assert_allclose(unrolled(inputs, lengths), rolled(inputs, lengths), atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+def test_reversing_time_swaps_the_directions(cell_type):
+    encoder = make_encoder(cell_type)
+    swapped = make_encoder(cell_type)
+    forward, backward = encoder.cells
+    swapped.cells[0].set_weights(backward.get_weights())
+    swapped.cells[1].set_weights(forward.get_weights())
+    lengths = tf.constant([TIME, 3])
+    inputs = random_inputs()
+    reversed_inputs = inputs.copy()
+    reversed_inputs[0] = inputs[0, ::-1]
+    reversed_inputs[1, :3] = inputs[1, 2::-1]
+    states = encoder(inputs, lengths, return_state_sequences=True)
+    reversed_states = swapped(reversed_inputs, lengths, return_state_sequences=True)
+    for name, values in reversed_states.items():
+        if "forward" in name:
+            counterpart = name.replace("forward", "backward")
+        else:
+            counterpart = name.replace("backward", "forward")
+        expected = states[counterpart].numpy()
+        expected[0] = expected[0, ::-1]
+        expected[1, :3] = expected[1, 2::-1]
+        np.testing.assert_allclose(values, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        swapped(reversed_inputs, lengths),
+        tf.concat(tf.split(encoder(inputs, lengths), 2, axis=-1)[::-1], axis=-1),
+        atol=1e-5,
+    )
+
+
+def test_state_aggregation_is_the_final_cell_states_of_both_directions():
+    encoder = make_encoder("lstm", num_layers=2)
+    lengths = tf.constant([TIME, 2])
+    inputs = random_inputs()
+    states = encoder(inputs, lengths, return_state_sequences=True)
+    expected = []
+    for layer in range(2):
+        forward = states[f"layer{layer}_forward_cell"]
+        expected.append(tf.stack([forward[0, TIME - 1], forward[1, 1]]))
+        expected.append(states[f"layer{layer}_backward_cell"][:, 0])
+    np.testing.assert_allclose(encoder(inputs, lengths), tf.concat(expected, -1), atol=1e-6)
+
+
+def test_stock_encoder_ignores_padding_steps():
+    encoder = StockConvLSTMEncoder(FILTERS)
+    inputs = random_inputs().astype("float32")
+    padded = np.concatenate([inputs, random_inputs(seed=3, time=2)], axis=1).astype("float32")
+    lengths = tf.constant([TIME, TIME])
+    np.testing.assert_allclose(encoder(padded, lengths), encoder(inputs, lengths), atol=1e-5)
+
+
+def test_head_per_step_batch_statistics_skip_padding_steps():
+    head = ClassificationHead(3)
+    features = random_inputs(time=3)
+    padded = np.concatenate([features, 100 + random_inputs(seed=4, time=2)], axis=1)
+    lengths = tf.constant([3, 3])
+    scores = head(features, lengths, training=True)
+    np.testing.assert_allclose(head(padded, lengths, training=True)[:, :3], scores, atol=1e-4)
+    pooled = TemporalPooling("avg")(head(padded, lengths, training=True), lengths)
+    np.testing.assert_allclose(pooled, tf.reduce_mean(scores, axis=1), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        ConvLSTMCell(FILTERS, padding="same", peepholes=True, forget_bias=0.5, name="cell"),
+        ConvGRUCell(FILTERS, normalization=False, spatial_normalization=False),
+        ConvRNNEncoder(FILTERS, cell_type="gru", num_layers=2, aggregation="sum_output"),
+        StockConvLSTMEncoder(FILTERS, num_layers=2, bidirectional=False, unroll=True),
+        ClassificationHead(5, kernel_size=1, kind="logits", padding="same"),
+        TemporalPooling("sum"),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_get_config_round_trip(layer):
+    config = layer.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer)
+    assert restored.get_config() == config

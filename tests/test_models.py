@@ -1,0 +1,247 @@
+"""Tests of ModelConfig and build_model: shapes, parameters, training, saving, precision, views."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.models import build_analysis_model, build_model
+
+BATCH, TIME, SIZE, CHANNELS, FILTERS, CLASSES = 2, 3, 8, 3, 4, 3
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    fields = dict(num_classes=CLASSES, input_channels=CHANNELS, convrnn_filters=FILTERS)
+    if overrides.get("convcell") == "keras_convlstm":
+        fields.update(normalization=False, padding="same", tile_size=SIZE)
+    return ModelConfig(**{**fields, **overrides})
+
+
+def tiny_batch(seed: int = 0, time: int = TIME, size: int = SIZE) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        # [batch, time, height, width, channels]
+        "inputs": rng.normal(size=(BATCH, time, size, size, CHANNELS)).astype("float32"),
+        "sequence_length": np.array([time, time - 1], "int32"),
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(num_classes=1), "num_classes"),
+        (dict(convcell="rnn"), "convcell"),
+        (dict(convrnn_kernel=2), "convrnn_kernel"),
+        (dict(convrnn_filters=0), "convrnn_filters"),
+        (dict(padding="valid"), "padding"),
+        (dict(aggr_strat="last"), "aggr_strat"),
+        (dict(head="softmax"), "head"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(convcell="gru", peepholes=True), "peepholes"),
+        (dict(convcell="keras_convlstm", normalization=False, padding="same"), "tile_size"),
+        (dict(convcell="keras_convlstm", padding="same", tile_size=8), "normalization"),
+    ],
+)
+def test_validate_names_the_bad_field(overrides, field):
+    config = ModelConfig(**{"num_classes": 3, **overrides})
+    with pytest.raises(ValueError, match=f"ModelConfig.{field}="):
+        config.validate()
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tiny_config().num_classes = 4
+
+
+def expected_parameters(config: ModelConfig) -> int:
+    """Closed-form parameter count (trainable and batch-norm statistics)."""
+    kernel_area = 1 if config.pixelwise else config.convrnn_kernel**2
+    filters, directions = config.convrnn_filters, 1 + config.bidirectional
+    total, channels = 0, config.input_channels
+    for _ in range(config.convrnn_layers):
+        if config.convcell == "gru":
+            per_direction = kernel_area * (channels + filters) * 3 * filters
+            per_direction += 2 * 3 * filters if config.normalization else 3 * filters
+        else:
+            per_direction = kernel_area * (channels + filters) * 4 * filters
+            if config.normalization:
+                per_direction += 2 * 5 * filters
+            else:
+                per_direction += 4 * filters
+            per_direction += 3 * filters if config.peepholes else 0
+        total += directions * per_direction
+        channels = directions * filters
+    features = directions * filters * (config.convrnn_layers if config.aggr_strat == "state" else 1)
+    head_area = 1 if config.pixelwise else 9
+    total += head_area * features * config.num_classes
+    total += config.num_classes * (4 if config.head == "original" else 1)
+    return total
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(convcell="gru", convrnn_layers=2, head="logits"),
+        dict(peepholes=True, bidirectional=False, aggr_strat="avg_output"),
+        dict(convcell="gru", normalization=False, pixelwise=True),
+        dict(convcell="keras_convlstm", convrnn_layers=2),
+    ],
+    ids=str,
+)
+def test_parameter_count(overrides):
+    config = tiny_config(**overrides)
+    assert build_model(config).count_params() == expected_parameters(config)
+
+
+@pytest.mark.parametrize("aggr_strat", ["state", "avg_output", "sum_output"])
+def test_any_tile_size_and_length_and_padding_invariance(aggr_strat):
+    model = build_model(tiny_config(convcell="gru", aggr_strat=aggr_strat, convrnn_layers=2))
+    batch = tiny_batch()
+    logits = model(batch)
+    assert logits.shape == (BATCH, SIZE, SIZE, CLASSES) and logits.dtype == tf.float32
+    bigger = tiny_batch(time=TIME + 2, size=SIZE + 4)
+    assert model(bigger).shape == (BATCH, SIZE + 4, SIZE + 4, CLASSES)
+    padded = dict(
+        batch,
+        inputs=np.concatenate([batch["inputs"], bigger["inputs"][:, :2, :SIZE, :SIZE]], axis=1),
+    )
+    np.testing.assert_allclose(model(padded), logits, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(peepholes=True, convrnn_layers=2, aggr_strat="avg_output", dropout=0.1),
+        dict(convcell="gru", head="logits"),
+        dict(convcell="keras_convlstm"),
+    ],
+    ids=str,
+)
+def test_gradients_reach_every_weight(overrides):
+    model = build_model(tiny_config(**overrides))
+    batch = tiny_batch()
+    weights = tf.random.normal([BATCH, SIZE, SIZE, CLASSES], seed=1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(batch, training=True) * weights)
+    gradients = tape.gradient(loss, model.trainable_variables)
+    for variable, gradient in zip(model.trainable_variables, gradients, strict=True):
+        assert gradient is not None, variable.path
+        assert np.any(np.abs(gradient) > 0), variable.path
+
+
+def test_tiny_model_overfits_a_tiny_batch():
+    keras.utils.set_random_seed(0)
+    model = build_model(tiny_config(convrnn_filters=8))
+    batch = tiny_batch()
+    # A label the model can read from the data: the channel with the largest mean over time.
+    labels = np.argmax(batch["inputs"][:, : TIME - 1].mean(axis=1), axis=-1)
+    optimizer = keras.optimizers.Adam(1e-2)
+    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_function(labels, model(batch, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    for _ in range(150):
+        train_step()
+    accuracy = np.mean(np.argmax(model(batch, training=False), axis=-1) == labels)
+    assert accuracy > 0.95
+
+
+@pytest.mark.parametrize("convcell", ["lstm", "gru", "keras_convlstm"])
+def test_saved_model_reloads_with_identical_predictions(convcell, tmp_path):
+    model = build_model(tiny_config(convcell=convcell, aggr_strat="avg_output"))
+    batch = tiny_batch()
+    model(batch, training=True)  # moves the batch-norm statistics away from their start
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(
+        restored.predict(batch, verbose=0), model.predict(batch, verbose=0)
+    )
+
+
+@pytest.mark.parametrize("convcell", ["lstm", "keras_convlstm"])
+def test_tf_checkpoint_restores_every_weight(convcell, tmp_path):
+    config = tiny_config(convcell=convcell, convrnn_layers=2)
+    model, restored = build_model(config), build_model(config)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "checkpoint"))
+    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    for weight, restored_weight in zip(model.weights, restored.weights, strict=True):
+        np.testing.assert_array_equal(restored_weight, weight, err_msg=weight.path)
+
+
+@pytest.mark.parametrize("convcell", ["lstm", "gru"])
+def test_analysis_model_returns_every_state_over_time(convcell):
+    model = build_model(tiny_config(convcell=convcell, convrnn_layers=2))
+    analysis = build_analysis_model(model)
+    assert analysis.count_params() == model.get_layer("encoder").count_params()
+    states = analysis(tiny_batch())
+    names = ("hidden", "cell") if convcell == "lstm" else ("hidden",)
+    assert sorted(states) == sorted(
+        f"layer{layer}_{direction}_{name}"
+        for layer in (0, 1)
+        for direction in ("forward", "backward")
+        for name in names
+    )
+    for values in states.values():
+        assert values.shape == (BATCH, TIME, SIZE, SIZE, FILTERS) and values.dtype == tf.float32
+        np.testing.assert_array_equal(values[1, TIME - 1], 0.0)  # padding step
+
+
+def test_analysis_model_needs_our_encoder():
+    with pytest.raises(ValueError, match="lstm' or 'gru"):
+        build_analysis_model(build_model(tiny_config(convcell="keras_convlstm")))
+
+
+@pytest.mark.parametrize(
+    "convcell, policy",
+    [("lstm", "mixed_bfloat16"), ("gru", "mixed_bfloat16"), ("lstm", "mixed_float16")],
+)
+def test_mixed_precision_forward(convcell, policy):
+    reference = build_model(tiny_config(convcell=convcell))
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_model(tiny_config(convcell=convcell))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.set_weights(reference.get_weights())
+    batch = tiny_batch()
+    logits = model(batch)
+    assert logits.dtype == tf.float32
+    np.testing.assert_allclose(logits, reference(batch), atol=0.1)
+
+
+def test_pixelwise_baseline_has_no_spatial_context():
+    model = build_model(tiny_config(pixelwise=True))
+    batch = tiny_batch()
+    changed = dict(batch, inputs=batch["inputs"].copy())
+    changed["inputs"][:, :, 0, 0] += 5.0
+    difference = np.abs(model(changed) - model(batch)).max(axis=(0, 3))
+    assert difference[0, 0] > 0
+    difference[0, 0] = 0
+    np.testing.assert_array_equal(difference, 0.0)
+
+
+def test_jit_compiled_training_step_matches():
+    model = build_model(tiny_config())
+    batch = tiny_batch()
+
+    def loss_and_gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(batch, training=True) ** 2)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    loss, gradients = tf.function(loss_and_gradients)()
+    jit_loss, jit_gradients = tf.function(loss_and_gradients, jit_compile=True)()
+    np.testing.assert_allclose(jit_loss, loss, rtol=1e-4)
+    for gradient, jit_gradient in zip(gradients, jit_gradients, strict=True):
+        np.testing.assert_allclose(jit_gradient, gradient, rtol=1e-3, atol=1e-4)
