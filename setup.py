@@ -20,6 +20,7 @@ setuptools.setup(
         "absl-py>=2.1",
         "matplotlib>=3.8",
         "keras>=3.5",
+        "tensorboard>=2.16",  # tensorflow-cpu no longer pulls it in
         # GDAL's Python bindings must match the system library (`gdal-config --version`) and be
         # built against the installed numpy; scripts/setup.sh installs them that way.
     ],

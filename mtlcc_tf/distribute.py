@@ -1,0 +1,163 @@
+"""Distribution strategy selection, chief and worker identity, and per-worker input sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+
+def _tf_config() -> dict:
+    try:
+        return json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from error
+
+
+def task_from_tf_config() -> tuple[str | None, int]:
+    """(task type, task index) from the TF_CONFIG environment variable, (None, 0) without it."""
+    task = _tf_config().get("task", {})
+    return task.get("type"), int(task.get("index", 0))
+
+
+def check_tf_config() -> None:
+    """Raises ValueError unless TF_CONFIG describes a cluster and this process's task in it."""
+    config = _tf_config()
+    task_type, task_index = task_from_tf_config()
+    tasks = config.get("cluster", {}).get(task_type or "", [])
+    if not config.get("cluster") or task_type is None or task_index >= len(tasks):
+        raise ValueError(
+            "--strategy=multi_worker needs TF_CONFIG with a 'cluster' and this process's 'task' "
+            f"in it (see docs/distributed.md); TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}"
+        )
+
+
+def is_chief_task(strategy_name: str) -> bool:
+    """Whether this process is the chief, known before the strategy exists (from TF_CONFIG).
+
+    Only multi-worker runs have non-chief processes. The chief is the task of type 'chief', or
+    worker 0 when the cluster has no 'chief' task (MultiWorkerMirroredStrategy's convention).
+    """
+    if strategy_name != "multi_worker":
+        return True
+    task_type, task_index = task_from_tf_config()
+    cluster = _tf_config().get("cluster", {})
+    if task_type is None or task_type == "chief":
+        return True
+    return task_type == "worker" and task_index == 0 and "chief" not in cluster
+
+
+def create_strategy(name: str) -> tf.distribute.Strategy:
+    """Creates the strategy `name` (see `RuntimeConfig.strategy`).
+
+    Call it before any other TensorFlow op: MultiWorkerMirroredStrategy must configure the
+    collective runtime before the eager context starts.
+
+    Raises:
+        ValueError: for an unknown name or a multi_worker run without TF_CONFIG.
+    """
+    if name == "multi_worker":
+        check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy((gpus or cpus)[0].name)
+    if name == "mirrored":
+        # Several logical CPUs (tests, or a CPU-only machine split on purpose) count as replicas
+        # when there is no GPU.
+        devices = [device.name for device in (gpus or cpus)]
+        return tf.distribute.MirroredStrategy(devices)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def _resolver(strategy: tf.distribute.Strategy):
+    """The cluster resolver of a multi-worker strategy; None for single-process strategies."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = strategy.cluster_resolver
+        if resolver is not None and resolver.task_type is not None:
+            return resolver
+    return None
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Number of worker processes (input pipelines) taking part."""
+    resolver = _resolver(strategy)
+    if resolver is None:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+    """Index of this worker among the input pipelines (chief first), 0 for one process."""
+    resolver = _resolver(strategy)
+    if resolver is None:
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return 0
+    return int(resolver.task_id) + (1 if has_chief else 0)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes summaries, configs and the real checkpoints."""
+    resolver = _resolver(strategy)
+    if resolver is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return worker_index(strategy) == 0
+
+
+def input_context(strategy: tf.distribute.Strategy) -> tf.distribute.InputContext:
+    """The InputContext that `distribute_datasets_from_function` would give this worker."""
+    return tf.distribute.InputContext(
+        num_input_pipelines=num_workers(strategy),
+        input_pipeline_id=worker_index(strategy),
+        num_replicas_in_sync=strategy.num_replicas_in_sync,
+    )
+
+
+def num_local_replicas(strategy: tf.distribute.Strategy) -> int:
+    return strategy.num_replicas_in_sync // num_workers(strategy)
+
+
+def split_stacked(strategy: tf.distribute.Strategy, stacked: dict) -> object:
+    """Turns this worker's batches stacked on a leading replica axis into per-replica values.
+
+    The training input is a plain tf.data iterator of [num_local_replicas, per_replica_batch,
+    ...] elements rather than a distributed iterator, because TF 2.21 cannot checkpoint
+    distributed iterators and the input position must be checkpointed for an exact resume.
+
+    Args:
+        strategy: the strategy whose replicas get the batches.
+        stacked: dict of tensors [num_local_replicas, per_replica_batch, ...].
+
+    Returns:
+        A per-replica value (a plain dict under the default strategy) for `strategy.run`.
+    """
+    first_local = worker_index(strategy) * num_local_replicas(strategy)
+
+    def value_fn(context: tf.distribute.experimental.ValueContext) -> dict:
+        local = context.replica_id_in_sync_group - first_local
+        return {key: value[local] for key, value in stacked.items()}
+
+    return strategy.experimental_distribute_values_from_function(value_fn)
+
+
+def log_strategy(strategy: tf.distribute.Strategy) -> None:
+    logging.info(
+        "strategy %s: %d replicas in sync, %d worker(s), this is worker %d%s",
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        num_workers(strategy),
+        worker_index(strategy),
+        " (chief)" if is_chief(strategy) else "",
+    )

@@ -1,0 +1,290 @@
+"""The model directory: run config (config.json), checkpoint locations and model restoration.
+
+Layout of a model directory written by `mtlcc_tf.train`:
+
+    config.json           model, data and class configuration of the run (`write_run_config`)
+    flags.txt             resolved flags; `--flagfile=<model_dir>/flags.txt` repeats the run
+    checkpoints/          last checkpoints (model, optimizer, step, input position)
+    best/                 the checkpoint with the best validation kappa, and its metrics.json
+    train/, validation/   TensorBoard summaries
+    workers/worker_<k>/   checkpoints of non-chief workers of a multi-worker run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import dataset_root
+from data_pipeline.config import DataConfig
+from mtlcc_tf import models
+from mtlcc_tf.configs import ModelConfig
+
+FORMAT = 1
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+BEST_METRICS_FILE = "metrics.json"
+# Checkpoint keys: the Keras model, and the same weights keyed by their Keras paths.
+MODEL_KEY = "model"
+WEIGHTS_KEY = "model_weights"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What `config.json` holds: enough to rebuild the model and read its data."""
+
+    model: ModelConfig
+    data: DataConfig
+    classes: dataset_root.ClassTable
+
+
+def _json_ready(config: Any) -> dict[str, Any]:
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(config).items()
+    }
+
+
+def run_config_dict(
+    model_config: ModelConfig, data_config: DataConfig, class_table: dataset_root.ClassTable
+) -> dict[str, Any]:
+    """The JSON object that `write_run_config` writes."""
+    return {
+        "model": _json_ready(model_config),
+        "data": _json_ready(data_config),
+        "classes": {"ids": list(class_table.ids), "names": list(class_table.names)},
+        "format": FORMAT,
+    }
+
+
+def write_run_config(
+    model_dir: str,
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    class_table: dataset_root.ClassTable,
+) -> None:
+    """Writes `model_dir/config.json` (atomically: readers never see half a file)."""
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, CONFIG_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        json.dump(run_config_dict(model_config, data_config, class_table), handle, indent=2)
+        handle.write("\n")
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _is_tuple_type(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_tuple_type(argument) for argument in typing.get_args(annotation))
+    return annotation is tuple or origin is tuple
+
+
+def _from_dict(cls: type, values: dict[str, Any], path: str, section: str) -> Any:
+    """Builds dataclass `cls` from JSON values; lists become tuples where the field is one."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: [{section}] has unknown fields {unknown} (newer version?)")
+    converted = {
+        key: tuple(value) if isinstance(value, list) and _is_tuple_type(hints[key]) else value
+        for key, value in values.items()
+    }
+    try:
+        return cls(**converted)
+    except TypeError as error:
+        raise ValueError(f"{path}: [{section}]: {error}") from error
+
+
+def read_run_config(model_dir: str) -> RunConfig:
+    """Reads `model_dir/config.json`.
+
+    Raises:
+        FileNotFoundError: if the file is missing (names the file).
+        ValueError: if it is malformed (names the file and the problem).
+    """
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path}: missing; is {model_dir!r} a model directory written by mtlcc_tf.train?"
+        )
+    try:
+        with tf.io.gfile.GFile(path) as handle:
+            content = json.load(handle)
+        if content.get("format") != FORMAT:
+            raise ValueError(f"format {content.get('format')!r}, expected {FORMAT}")
+        model = _from_dict(ModelConfig, content["model"], path, "model")
+        data = _from_dict(DataConfig, content["data"], path, "data")
+        classes = dataset_root.ClassTable(
+            tuple(int(i) for i in content["classes"]["ids"]), tuple(content["classes"]["names"])
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: malformed run config: {error!r}") from error
+    return RunConfig(model=model, data=data, classes=classes)
+
+
+def check_resumable(
+    model_dir: str, model_config: ModelConfig, class_table: dataset_root.ClassTable
+) -> None:
+    """Refuses to resume a model directory whose run had another model or other classes.
+
+    Raises:
+        ValueError: naming the fields that differ (old, new).
+    """
+    if not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)):
+        return
+    previous = read_run_config(model_dir)
+    for what, old, new in (
+        ("model", previous.model, model_config),
+        ("classes", previous.classes, class_table),
+    ):
+        if old != new:
+            changed = {
+                key: (value, getattr(new, key))
+                for key, value in dataclasses.asdict(old).items()
+                if value != getattr(new, key)
+            }
+            raise ValueError(
+                f"{model_dir} holds a run with another {what} configuration (old, new): "
+                f"{changed}; use a new --model_dir or the original settings"
+            )
+
+
+def checkpoint_dir(model_dir: str, which: str = "last") -> str:
+    """`model_dir/checkpoints` ("last") or `model_dir/best` ("best")."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which={which!r}: expected 'best' or 'last'")
+    return os.path.join(model_dir, BEST if which == "best" else CHECKPOINTS)
+
+
+def worker_checkpoint_dir(model_dir: str, index: int) -> str:
+    """Where non-chief worker `index` keeps its own checkpoints (its input position differs)."""
+    return os.path.join(model_dir, "workers", f"worker_{index}", CHECKPOINTS)
+
+
+def checkpoint_path(model_dir: str, which: str = "best") -> str:
+    """The path of the checkpoint to restore.
+
+    Args:
+        model_dir: written by `mtlcc_tf.train`.
+        which: "best" (falls back to "last" before the first evaluation), "last", or the path
+            (prefix) of a specific checkpoint.
+
+    Raises:
+        FileNotFoundError: if there is no checkpoint (names the folders looked in).
+    """
+    if which not in ("best", "last"):
+        if tf.io.gfile.exists(f"{which}.index"):
+            return which
+        raise FileNotFoundError(f"{which}: no such checkpoint (expected {which}.index)")
+    candidates = ["best", "last"] if which == "best" else ["last"]
+    for candidate in candidates:
+        path = tf.train.latest_checkpoint(checkpoint_dir(model_dir, candidate))
+        if path:
+            return path
+    looked = [checkpoint_dir(model_dir, candidate) for candidate in candidates]
+    raise FileNotFoundError(f"no checkpoint in {looked}; has training saved one yet?")
+
+
+def read_best_metrics(model_dir: str) -> dict[str, Any] | None:
+    """`model_dir/best/metrics.json` (step and validation metrics), or None before one."""
+    path = os.path.join(checkpoint_dir(model_dir, "best"), BEST_METRICS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+def write_best_metrics(model_dir: str, metrics: dict[str, Any]) -> None:
+    folder = checkpoint_dir(model_dir, "best")
+    tf.io.gfile.makedirs(folder)
+    path = os.path.join(folder, BEST_METRICS_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+        handle.write("\n")
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def weights_by_path(model: keras.Model) -> dict[str, Any]:
+    """Every weight of `model` (trainable or not) keyed by its Keras path.
+
+    Paths look like 'encoder/lstm_layer0_forward/kernel'. Keras 3 (3.15, TensorFlow backend)
+    gives `tf.train.Checkpoint` no dependency on layers kept in lists, so
+    `Checkpoint(model=model)` alone can miss whole sublayers. Checkpoints written by training
+    also hold this dict under `WEIGHTS_KEY`, which reaches every weight whatever the model's
+    structure, and lets `restore_model` check that every weight was restored.
+
+    Raises:
+        ValueError: if two weights share a path (layers without unique explicit names).
+    """
+    weights = {weight.path: weight for weight in model.weights}
+    if len(weights) != len(model.weights):
+        paths = [weight.path for weight in model.weights]
+        duplicates = sorted({path for path in paths if paths.count(path) > 1})
+        raise ValueError(f"model weights share paths {duplicates}: name the layers uniquely")
+    return weights
+
+
+def model_checkpoint(model: keras.Model, **others: Any) -> tf.train.Checkpoint:
+    """`tf.train.Checkpoint(model=model, model_weights=weights_by_path(model), **others)`."""
+    return tf.train.Checkpoint(**{MODEL_KEY: model, WEIGHTS_KEY: weights_by_path(model)}, **others)
+
+
+def _has_weights_key(path: str) -> bool:
+    return any(name.startswith(f"{WEIGHTS_KEY}/") for name, _ in tf.train.list_variables(path))
+
+
+def dummy_inputs(model_config: ModelConfig, time_steps: int = 2) -> dict[str, np.ndarray]:
+    """A zero batch of one tile, big enough for the reflect padding of every kernel."""
+    size = model_config.tile_size or max(8, 2 * model_config.convrnn_kernel)
+    shape = (1, time_steps, size, size, model_config.input_channels)
+    # [batch, time, height, width, channels]
+    return {
+        "inputs": np.zeros(shape, np.float32),
+        "sequence_length": np.full((1,), time_steps, np.int32),
+    }
+
+
+def restore_model(model_dir: str, which: str = "best") -> tuple[keras.Model, RunConfig]:
+    """Rebuilds the model of a model directory and restores its weights.
+
+    Args:
+        model_dir: written by `mtlcc_tf.train`.
+        which: "best", "last" or a checkpoint path (see `checkpoint_path`).
+
+    Returns:
+        The model (weights restored, ready for inference) and the run config.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or malformed config.json or checkpoint, or a
+            checkpoint that does not fit the model of config.json.
+    """
+    run_config = read_run_config(model_dir)
+    path = checkpoint_path(model_dir, which)
+    model = models.build_model(run_config.model)
+    model(dummy_inputs(run_config.model), training=False)
+    try:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        if _has_weights_key(path):
+            # Reaches and checks every weight, whatever Keras tracks (see weights_by_path).
+            checkpoint = tf.train.Checkpoint(**{WEIGHTS_KEY: weights_by_path(model)})
+            checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+        else:
+            logging.warning("%s has no %r: restored through %r only", path, WEIGHTS_KEY, MODEL_KEY)
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise ValueError(
+            f"{path}: checkpoint does not fit the model of {model_dir}/{CONFIG_FILE}: {error}"
+        ) from error
+    return model, run_config

@@ -1,0 +1,252 @@
+"""Trains a model: `python -m mtlcc_tf.train --flagfile=experiments/<name>.flags [--flag=value]`.
+
+Flags live only here. They are turned into frozen, validated configs, checked against the
+dataset root (before anything heavy is built), written to `<model_dir>/flags.txt` and handed to
+`train_lib.train_and_evaluate`. Running again on the same `--model_dir` resumes the run;
+`--flagfile=<model_dir>/flags.txt` repeats it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging as python_logging
+import os
+import sys
+
+from absl import app, flags, logging
+
+from data_pipeline import dataset_root, input_pipeline
+from data_pipeline.config import DataConfig
+from mtlcc_tf import configs, distribute, train_config, train_lib
+from mtlcc_tf import model_dir as model_dir_lib
+
+# Exit status after SIGTERM: a checkpoint was saved, the run is unfinished (128 + SIGTERM).
+EXIT_STOPPED = 143
+
+# Data: the original's flag names where it had them.
+flags.DEFINE_string("datadir", None, "Dataset root (dataset.ini, classes.txt, tileids/, ...).")
+flags.DEFINE_list(
+    "train_on", [], "Years (dataset.ini sections) to train on, e.g. 2016,2017; empty: all."
+)
+flags.DEFINE_list("eval_on", [], "Years to validate on; empty: those of --train_on.")
+flags.DEFINE_integer("fold", 0, "Fold of the train/test tile id lists.", lower_bound=0)
+flags.DEFINE_enum(
+    "eval_partition",
+    "test",
+    ["test", "eval"],
+    "Validation split (the paper's numbers come from 'eval': keep it for the end).",
+)
+flags.DEFINE_integer(
+    "temporal_samples",
+    30,
+    "Observations drawn at random per training tile (0: all). Validation uses all of them.",
+    lower_bound=0,
+)
+flags.DEFINE_bool("augment", True, "Random flips and 90 degree rotations while training.")
+flags.DEFINE_float(
+    "cloud_injection",
+    0.0,
+    "Fraction of training observations that get simulated clouds.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
+flags.DEFINE_bool("skip_corrupt", False, "Skip unreadable records instead of failing.")
+flags.DEFINE_integer(
+    "batchsize", 4, "Global training batch size (split across replicas).", lower_bound=1
+)
+flags.DEFINE_integer("eval_batchsize", 0, "Validation batch size; 0: --batchsize.", lower_bound=0)
+flags.DEFINE_integer("data_seed", 0, "Seed of shuffling, subsampling and augmentation.")
+
+# Model (see mtlcc_tf.configs.ModelConfig).
+flags.DEFINE_enum("convcell", "lstm", list(configs.CONVCELLS), "Recurrent cell.")
+flags.DEFINE_integer("convrnn_filters", 64, "Hidden channels per direction.", lower_bound=1)
+flags.DEFINE_integer("convrnn_kernel", 3, "Recurrent kernel size (odd).", lower_bound=1)
+flags.DEFINE_integer("convrnn_layers", 1, "Stacked recurrent layers.", lower_bound=1)
+flags.DEFINE_bool("bidirectional", True, "Add a backward direction with its own weights.")
+flags.DEFINE_bool("normalization", True, "Layer-normalise the gate pre-activations.")
+flags.DEFINE_enum("padding", "reflect", list(configs.PADDINGS), "Spatial padding.")
+flags.DEFINE_bool("peepholes", False, "LSTM peephole connections.")
+flags.DEFINE_enum(
+    "aggr_strat",
+    "state",
+    list(configs.AGGREGATION_STRATEGIES),
+    "How the sequence becomes one feature map.",
+)
+flags.DEFINE_enum("head", "original", list(configs.HEADS), "Classification head.")
+flags.DEFINE_bool("pixelwise", False, "Per-pixel baseline: 1x1 kernels, no spatial context.")
+flags.DEFINE_float("dropout", 0.0, "Dropout on the input of every recurrent layer.")
+flags.DEFINE_bool("unroll", True, "Unroll the time loop (static number of steps).")
+flags.DEFINE_integer(
+    "tile_size", 0, "Static tile size (needed by keras_convlstm); 0: any.", lower_bound=0
+)
+
+# Optimisation (see train_config.TrainConfig).
+flags.DEFINE_enum("optimizer", "adam", list(train_config.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
+flags.DEFINE_float("adam_epsilon", 1e-7, "Adam epsilon (Keras default; the original used 0.9).")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw only).")
+flags.DEFINE_float("clipnorm", 0.0, "Clip gradients per variable to this norm; 0: off.")
+flags.DEFINE_enum("schedule", "constant", list(train_config.SCHEDULES), "Learning rate schedule.")
+flags.DEFINE_integer("warmup_steps", 0, "Linear learning rate warm-up steps.", lower_bound=0)
+flags.DEFINE_float("decay_rate", 0.5, "Exponential schedule: factor per --decay_steps.")
+flags.DEFINE_integer(
+    "decay_steps", 0, "Exponential schedule: steps per factor; 0: one epoch.", lower_bound=0
+)
+flags.DEFINE_integer(
+    "epochs", 30, "Training epochs (training tiles // batchsize steps each).", lower_bound=1
+)
+flags.DEFINE_integer(
+    "steps_per_epoch", 0, "Steps per epoch; 0: training tiles // batchsize.", lower_bound=0
+)
+flags.DEFINE_integer(
+    "train_steps", 0, "Total training steps; overrides --epochs; 0: unused.", lower_bound=0
+)
+flags.DEFINE_integer("seed", 0, "Seed of the weight initialisation.")
+
+# Runtime.
+flags.DEFINE_string("model_dir", None, "Output folder; an existing run there is resumed.")
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    list(train_config.STRATEGIES),
+    "auto: all GPUs if several, else default; multi_worker reads TF_CONFIG.",
+)
+flags.DEFINE_enum("precision", "float32", list(train_config.PRECISIONS), "Compute precision.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (slow on CPU).")
+flags.DEFINE_integer(
+    "checkpoint_every", 0, "Also checkpoint every N steps; 0: at epoch ends.", lower_bound=0
+)
+flags.DEFINE_integer("eval_every", 0, "Validate every N steps; 0: at epoch ends.", lower_bound=0)
+flags.DEFINE_integer("summary_every", 50, "Training scalars every N steps.", lower_bound=1)
+flags.DEFINE_integer("max_eval_batches", 0, "Validate on at most N batches; 0: all.", lower_bound=0)
+flags.DEFINE_integer("num_image_tiles", 4, "Validation tiles shown in TensorBoard.", lower_bound=0)
+flags.DEFINE_integer("keep_checkpoints", 3, "Last checkpoints kept.", lower_bound=1)
+
+flags.mark_flags_as_required(["datadir", "model_dir"])
+FLAGS = flags.FLAGS
+
+
+def _optional(value):
+    """0 (or 0.0) means "not set" on the command line; None in the configs."""
+    return value or None
+
+
+def configs_from_flags(values: flags.FlagValues, num_classes: int):
+    """Turns parsed flags into (model, train data, eval data, train, runtime) configs."""
+    train_data = DataConfig(
+        root=values.datadir,
+        years=tuple(values.train_on),
+        partition="train",
+        fold=values.fold,
+        temporal_samples=_optional(values.temporal_samples),
+        batch_size=values.batchsize,
+        training=True,
+        augment=values.augment,
+        skip_corrupt=values.skip_corrupt,
+        cloud_injection=values.cloud_injection,
+        seed=values.data_seed,
+    )
+    eval_data = dataclasses.replace(
+        train_data,
+        years=tuple(values.eval_on or values.train_on),
+        partition=values.eval_partition,
+        temporal_samples=None,  # as the original: validate on all observations
+        batch_size=values.eval_batchsize or values.batchsize,
+        training=False,
+        augment=False,
+        cloud_injection=0.0,
+    )
+    model = configs.ModelConfig(
+        num_classes=num_classes,
+        convcell=values.convcell,
+        convrnn_filters=values.convrnn_filters,
+        convrnn_kernel=values.convrnn_kernel,
+        convrnn_layers=values.convrnn_layers,
+        bidirectional=values.bidirectional,
+        normalization=values.normalization,
+        padding=values.padding,
+        peepholes=values.peepholes,
+        aggr_strat=values.aggr_strat,
+        head=values.head,
+        pixelwise=values.pixelwise,
+        dropout=values.dropout,
+        unroll=values.unroll,
+        tile_size=_optional(values.tile_size),
+    )
+    train = train_config.TrainConfig(
+        optimizer=values.optimizer,
+        learning_rate=values.learning_rate,
+        adam_epsilon=values.adam_epsilon,
+        weight_decay=values.weight_decay,
+        clipnorm=_optional(values.clipnorm),
+        schedule=values.schedule,
+        warmup_steps=values.warmup_steps,
+        decay_rate=values.decay_rate,
+        decay_steps=_optional(values.decay_steps),
+        epochs=values.epochs,
+        steps_per_epoch=_optional(values.steps_per_epoch),
+        train_steps=_optional(values.train_steps),
+        eval_every=_optional(values.eval_every),
+        checkpoint_every=_optional(values.checkpoint_every),
+        summary_every=values.summary_every,
+        max_eval_batches=_optional(values.max_eval_batches),
+        num_image_tiles=values.num_image_tiles,
+        keep_checkpoints=values.keep_checkpoints,
+        seed=values.seed,
+    )
+    runtime = train_config.RuntimeConfig(
+        strategy=values.strategy, precision=values.precision, jit_compile=values.jit_compile
+    )
+    for config in (model, train_data, eval_data, train, runtime):
+        config.validate()
+    return model, train_data, eval_data, train, runtime
+
+
+def write_flags(path: str) -> None:
+    """Writes the resolved flags of this module (not absl's or TensorFlow's) as a flagfile."""
+    module_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
+    lines = sorted(flag.serialize() for flag in module_flags if flag.value is not None)
+    header = "# Resolved flags of this run: python -m mtlcc_tf.train --flagfile=<this file>\n"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(header + "\n".join(line for line in lines if line) + "\n")
+    os.replace(temporary, path)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
+    # Fail fast: every check that needs no TensorFlow runs before the strategy and the data.
+    try:
+        dataset_root.read_dataset_ini(FLAGS.datadir)  # names a missing root first
+        classes = dataset_root.read_classes(FLAGS.datadir)
+        model, train_data, eval_data, train, runtime = configs_from_flags(
+            FLAGS, classes.num_classes
+        )
+        input_pipeline.list_split_files(train_data)
+        input_pipeline.list_split_files(eval_data)
+        # Before flags.txt is replaced: a model directory holds one model.
+        model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
+        if runtime.strategy == "multi_worker":
+            distribute.check_tf_config()
+    except (ValueError, dataset_root.DatasetError) as error:
+        raise app.UsageError(str(error)) from error
+    if distribute.is_chief_task(runtime.strategy):
+        write_flags(os.path.join(FLAGS.model_dir, "flags.txt"))
+    # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.
+    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+
+    result = train_lib.train_and_evaluate(
+        model, train_data, eval_data, train, runtime, FLAGS.model_dir
+    )
+    if result.stopped:
+        logging.warning(
+            "stopped at step %d of %d; run again to resume", result.step, result.total_steps
+        )
+        sys.exit(EXIT_STOPPED)
+    logging.info("finished at step %d; best checkpoint in %s/best", result.step, FLAGS.model_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

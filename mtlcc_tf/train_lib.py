@@ -1,0 +1,319 @@
+"""The training loop: one custom loop for every strategy, step-exact resume, best-by-kappa."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import input_pipeline
+from data_pipeline.config import DataConfig
+from mtlcc_tf import distribute, fault_tolerance, metrics, models, summaries, train_steps
+from mtlcc_tf import model_dir as model_dir_lib
+from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
+
+# The per-replica steps live in train_steps; re-exported as part of this module's API.
+compute_loss_and_gradients = train_steps.compute_loss_and_gradients
+train_step = train_steps.train_step
+eval_step = train_steps.eval_step
+evaluate = train_steps.evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """How a call of `train_and_evaluate` ended."""
+
+    step: int  # global step reached
+    total_steps: int
+    steps_per_epoch: int
+    initial_step: int  # step restored from the last checkpoint (0 for a new run)
+    validation: dict[str, Any] | None  # metrics of the last evaluation (metrics.summarize + loss)
+    stopped: bool  # ended early by SIGTERM, after saving a checkpoint
+
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `after(step - warmup_steps)`."""
+
+    def __init__(self, after: Any, warmup_steps: int, peak: float):
+        self.after = after
+        self.warmup_steps = warmup_steps
+        self.peak = peak
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        after = self.after(tf.maximum(step - self.warmup_steps, 0.0))
+        warm = self.peak * step / max(self.warmup_steps, 1)
+        return tf.where(step < self.warmup_steps, warm, tf.cast(after, tf.float32))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"warmup_steps": self.warmup_steps, "peak": self.peak}
+
+
+def create_learning_rate(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> Any:
+    """A float (constant, no warm-up) or a LearningRateSchedule of the optimizer's step."""
+    peak = config.learning_rate
+    if config.schedule == "cosine":
+        after = keras.optimizers.schedules.CosineDecay(
+            peak, decay_steps=max(1, total_steps - config.warmup_steps)
+        )
+    elif config.schedule == "exponential":
+        after = keras.optimizers.schedules.ExponentialDecay(
+            peak, decay_steps=config.decay_steps or steps_per_epoch, decay_rate=config.decay_rate
+        )
+    elif config.warmup_steps == 0:
+        return peak
+    else:
+        after = lambda step: peak  # noqa: E731 - a constant after the warm-up
+    return WarmupSchedule(after, config.warmup_steps, peak) if config.warmup_steps else after
+
+
+def create_optimizer(config: TrainConfig, learning_rate: Any, precision: str):
+    """The Keras optimizer; wrapped in a LossScaleOptimizer for float16 (not for bfloat16).
+
+    Under a distribution strategy create it inside `strategy.scope()`. Note that Keras clips
+    (`clipnorm`) each replica's share of the gradient, before the cross-replica sum.
+    """
+    common = {"learning_rate": learning_rate, "clipnorm": config.clipnorm}
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(epsilon=config.adam_epsilon, **common)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(
+            weight_decay=config.weight_decay, epsilon=config.adam_epsilon, **common
+        )
+    else:
+        optimizer = keras.optimizers.SGD(momentum=0.9, **common)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def create_model(model_config: ModelConfig, seed: int = 0) -> keras.Model:
+    """Builds the model with seeded initialisers (same weights for the same seed)."""
+    keras.utils.set_random_seed(seed)
+    return models.build_model(model_config)
+
+
+def _steps(train_config: TrainConfig, num_tiles: int, batch_size: int) -> tuple[int, int]:
+    """(steps per epoch, total steps): an epoch is training tiles // global batch size."""
+    steps_per_epoch = train_config.steps_per_epoch or max(1, num_tiles // batch_size)
+    return steps_per_epoch, train_config.train_steps or train_config.epochs * steps_per_epoch
+
+
+def _hparams(**configs) -> dict[str, Any]:
+    return {
+        f"{prefix}/{key}": value
+        for prefix, config in configs.items()
+        for key, value in dataclasses.asdict(config).items()
+    }
+
+
+def train_and_evaluate(
+    model_config: ModelConfig,
+    train_data: DataConfig,
+    eval_data: DataConfig,
+    train_config: TrainConfig,
+    runtime_config: RuntimeConfig,
+    model_dir: str,
+    strategy: tf.distribute.Strategy | None = None,
+) -> TrainResult:
+    """Trains, evaluates every epoch (or `eval_every` steps) and checkpoints; resumes if it can.
+
+    Args:
+        model_config: the model; `num_classes` must match the dataset's classes.txt.
+        train_data: training split (`training=True`); `batch_size` is the global batch.
+        eval_data: validation split (`training=False`), e.g. the test fold.
+        train_config: optimisation and frequencies.
+        runtime_config: strategy, precision, XLA.
+        model_dir: output folder; a run found there is resumed from its last checkpoint.
+        strategy: an existing strategy to use instead of creating `runtime_config.strategy`
+            (one process should create one strategy: their collectives may collide).
+
+    Returns:
+        A TrainResult. The run is complete when `result.step == result.total_steps`.
+
+    Raises:
+        ValueError: bad or inconsistent settings (before any data is read).
+        dataset_root.DatasetError: a missing or malformed dataset root or split.
+        FloatingPointError: a non-finite training loss (names the step).
+    """
+    for config in (model_config, train_data, eval_data, train_config, runtime_config):
+        config.validate()
+    # The strategy first: MultiWorkerMirroredStrategy must precede every other TF op.
+    strategy = strategy or distribute.create_strategy(runtime_config.strategy)
+    distribute.log_strategy(strategy)
+    chief = distribute.is_chief(strategy)
+    split = input_pipeline.list_split_files(train_data)
+    input_pipeline.list_split_files(eval_data)
+    classes = split.classes
+    if model_config.num_classes != classes.num_classes:
+        raise ValueError(
+            f"ModelConfig.num_classes={model_config.num_classes} but "
+            f"{train_data.root}/classes.txt has {classes.num_classes} classes"
+        )
+    if train_data.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch size {train_data.batch_size} does not divide into "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
+    if len(split.files) < distribute.num_workers(strategy):
+        raise ValueError(
+            f"{len(split.files)} training tiles for {distribute.num_workers(strategy)} "
+            "workers: every worker needs at least one"
+        )
+    steps_per_epoch, total_steps = _steps(train_config, len(split.files), train_data.batch_size)
+    model_dir_lib.check_resumable(model_dir, model_config, classes)
+    if chief:
+        model_dir_lib.write_run_config(model_dir, model_config, train_data, classes)
+
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(runtime_config.precision)
+    try:
+        return _train_loop(
+            strategy,
+            model_config,
+            train_data,
+            eval_data,
+            train_config,
+            runtime_config,
+            model_dir,
+            classes.known_names,
+            steps_per_epoch,
+            total_steps,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train_loop(
+    strategy,
+    model_config,
+    train_data,
+    eval_data,
+    train_config,
+    runtime_config,
+    model_dir,
+    class_names,
+    steps_per_epoch,
+    total_steps,
+) -> TrainResult:
+    """The loop of `train_and_evaluate`, under the run's precision policy."""
+    chief = distribute.is_chief(strategy)
+    with strategy.scope():
+        model = create_model(model_config, train_config.seed)
+        learning_rate = create_learning_rate(train_config, total_steps, steps_per_epoch)
+        optimizer = create_optimizer(train_config, learning_rate, runtime_config.precision)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        train_confusion = metrics.ConfusionMatrix(len(class_names), name="train_confusion")
+        eval_confusion = metrics.ConfusionMatrix(len(class_names), name="eval_confusion")
+    iterator = train_steps.train_iterator(train_data, strategy)
+    eval_dataset = train_steps.eval_dataset(eval_data, strategy, train_config.max_eval_batches)
+    panel_tiles = train_steps.panel_tiles(eval_data, train_config.num_image_tiles)
+    checkpoint = model_dir_lib.model_checkpoint(
+        model, optimizer=optimizer, step=step, iterator=iterator
+    )
+    last_manager, best_manager = fault_tolerance.checkpoint_managers(
+        model_dir,
+        strategy,
+        checkpoint,
+        model_dir_lib.model_checkpoint(model, step=step),
+        train_config.keep_checkpoints,
+    )
+    resumed = fault_tolerance.restore(last_manager, checkpoint)
+    initial_step = int(step.numpy())
+    logging.info(
+        "%s at step %d of %d (%d per epoch)",
+        "resuming" if resumed else "starting",
+        initial_step,
+        total_steps,
+        steps_per_epoch,
+    )
+    # Every worker reads the best kappa so far, so all of them agree on when to save the best.
+    best = model_dir_lib.read_best_metrics(model_dir)
+    best_kappa = best["kappa"] if best else -math.inf
+
+    train_function = train_steps.make_train_function(
+        strategy, model, optimizer, train_confusion, step, runtime_config.jit_compile
+    )
+    eval_function = train_steps.make_eval_function(strategy, model, eval_confusion)
+    writers = summaries.Writers(model_dir, chief)
+    hparams = _hparams(model=model_config, data=train_data, train=train_config, run=runtime_config)
+    summaries.write_hparams(writers.train, hparams)
+    progress = summaries.Progress(total_steps, initial_step, train_data.batch_size)
+
+    def run_evaluation(current: int) -> dict | None:
+        nonlocal best_kappa
+        summary, matrix = evaluate(eval_function, eval_dataset, eval_confusion, class_names)
+        if panel_tiles is not None:
+            # Every worker runs the model (reading its variables may need collectives).
+            logits = model({key: panel_tiles[key] for key in input_pipeline.MODEL_KEYS})
+            summaries.write_tile_panels(writers.validation, current, panel_tiles, logits)
+        if summary is None:
+            return None
+        scalars = {key: summary[key] for key in summaries.SCALAR_KEYS}
+        summaries.write_scalars(writers.validation, current, scalars)
+        summaries.write_confusion_matrix(writers.validation, current, matrix, class_names)
+        writers.flush()
+        text = " ".join(f"{key} {value:.4f}" for key, value in scalars.items())
+        progress.message(f"validation at step {current}: {text}")
+        if summary["kappa"] > best_kappa:
+            best_kappa = summary["kappa"]
+            fault_tolerance.save_best(model_dir, strategy, best_manager, current, summary)
+        return summary
+
+    current, last_saved, validation, stopped = initial_step, initial_step, None, False
+    losses, step_seconds = [], 0.0  # since the last training summary
+    with fault_tolerance.stop_on_sigterm() as stop:
+        while current < total_steps and not stopped:
+            start = time.monotonic()
+            loss, stopped = train_function(iterator, tf.constant(stop.requested))
+            loss, stopped = float(loss), bool(stopped)  # waits for the step to finish
+            step_seconds += time.monotonic() - start  # samples/s count training steps only
+            current += 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss} at step {current}")
+            losses.append(loss)
+            progress.update(current, loss)
+            end_of_epoch = current % steps_per_epoch == 0
+            last_step = current == total_steps
+            if current % train_config.summary_every == 0 or end_of_epoch or last_step or stopped:
+                matrix = train_confusion.result().numpy()  # a cross-replica sum: all workers
+                train_confusion.reset_state()
+                scalars = summaries.train_scalars(
+                    matrix,
+                    class_names,
+                    losses,
+                    float(tf.convert_to_tensor(optimizer.learning_rate)),
+                    len(losses) * train_data.batch_size / step_seconds,
+                )
+                summaries.write_scalars(writers.train, current, scalars)
+                losses, step_seconds = [], 0.0
+            every = train_config.checkpoint_every
+            if end_of_epoch or (every and current % every == 0) or last_step or stopped:
+                last_manager.save(checkpoint_number=current)
+                last_saved = current
+            if train_config.eval_every:
+                evaluate_now = current % train_config.eval_every == 0
+            else:
+                evaluate_now = end_of_epoch
+            if (evaluate_now or last_step) and not stopped:
+                validation = run_evaluation(current)
+    if stopped:
+        progress.message(f"stopped by SIGTERM: checkpoint saved at step {last_saved}")
+    elif initial_step >= total_steps:
+        progress.message(f"already trained for {total_steps} steps: evaluating only")
+        validation = run_evaluation(current)
+    writers.close()
+    return TrainResult(current, total_steps, steps_per_epoch, initial_step, validation, stopped)

@@ -1,0 +1,202 @@
+"""Distribution: strategy choice, MirroredStrategy on two logical CPUs, two workers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import tensorflow as tf
+
+from mtlcc_tf import distribute
+from tests.test_train import REPOSITORY, TINY_FLAGS, checkpoint_steps, subprocess_env
+
+# Runs in a fresh process: logical devices must be configured before TensorFlow initialises.
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from data_pipeline.config import DataConfig
+    from mtlcc_tf import distribute, metrics, train_lib, train_steps
+    from mtlcc_tf.configs import ModelConfig
+    from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
+
+    root, model_dir = sys.argv[1:3]
+    # No batch norm in the head: its statistics are per replica, so only the loss without it
+    # is the same for one replica with the global batch and two replicas with half each.
+    model_config = ModelConfig(num_classes=4, convrnn_filters=4, head="logits")
+    train_config = TrainConfig(optimizer="sgd", learning_rate=0.5)
+    rng = np.random.default_rng(0)
+    batch = {  # [batch, time, height, width, channels]
+        "inputs": rng.uniform(0, 1, (2, 4, 12, 12, 15)).astype(np.float32),
+        "sequence_length": np.array([4, 2], np.int32),
+        "labels": rng.integers(-1, 4, (2, 12, 12)).astype(np.int32),
+    }
+    batch["labels"][1, :8] = -1  # replicas with different numbers of known pixels
+
+    def first_step(strategy):
+        replicas = strategy.num_replicas_in_sync
+        with strategy.scope():
+            model = train_lib.create_model(model_config, seed=1)
+            optimizer = train_lib.create_optimizer(train_config, 0.5, "float32")
+            optimizer.build(model.trainable_variables)
+            confusion = metrics.ConfusionMatrix(4)
+            step = tf.Variable(0, dtype=tf.int64)
+        stacked = {k: v.reshape(replicas, -1, *v.shape[1:]) for k, v in batch.items()}
+        iterator = iter(tf.data.Dataset.from_tensors(stacked).repeat())
+        before = np.asarray(tf.convert_to_tensor(model.trainable_variables[0]))
+        function = train_steps.make_train_function(
+            strategy, model, optimizer, confusion, step, jit_compile=False)
+        loss, _ = function(iterator, tf.constant(False))
+        after = np.asarray(tf.convert_to_tensor(model.trainable_variables[0]))
+        return float(loss), before, after, confusion.result().numpy()
+
+    default = first_step(tf.distribute.get_strategy())
+    mirrored_strategy = distribute.create_strategy("mirrored")
+    assert mirrored_strategy.num_replicas_in_sync == 2
+    mirrored = first_step(mirrored_strategy)
+
+    result = train_lib.train_and_evaluate(
+        ModelConfig(num_classes=4, convrnn_filters=4),
+        DataConfig(root=root, batch_size=2, temporal_samples=4),
+        DataConfig(root=root, partition="test", batch_size=2, training=False),
+        TrainConfig(train_steps=2, num_image_tiles=1),
+        RuntimeConfig(strategy="mirrored"), model_dir, strategy=mirrored_strategy)
+    print(json.dumps({
+        "losses": [default[0], mirrored[0]],
+        "same_initial_weights": bool((default[1] == mirrored[1]).all()),
+        "max_weight_difference": float(np.abs(default[2] - mirrored[2]).max()),
+        "weight_change": float(np.abs(default[2] - default[1]).max()),
+        "confusions_equal": bool((default[3] == mirrored[3]).all()),
+        "step": result.step, "num_pixels": result.validation["num_pixels"],
+    }))
+    """
+)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_is_chief_task_reads_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.is_chief_task("multi_worker")
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    for index, chief in ((0, True), (1, False)):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+        assert distribute.is_chief_task("multi_worker") is chief
+        assert distribute.is_chief_task("default")  # TF_CONFIG only matters for multi_worker
+    with_chief = {
+        "cluster": {**cluster, "chief": ["127.0.0.1:3"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    monkeypatch.setenv("TF_CONFIG", json.dumps(with_chief))
+    assert not distribute.is_chief_task("multi_worker")
+
+
+def test_default_strategy_and_errors(monkeypatch):
+    strategy = distribute.create_strategy("default")
+    assert strategy.num_replicas_in_sync == 1 and distribute.is_chief(strategy)
+    assert distribute.input_context(strategy).num_input_pipelines == 1
+    assert distribute.create_strategy("auto").num_replicas_in_sync == 1  # no GPUs here
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        distribute.create_strategy("multi_worker")
+    worker_2_of_2 = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(worker_2_of_2))
+    with pytest.raises(ValueError, match="'task'"):
+        distribute.check_tf_config()
+
+
+def test_split_stacked_under_the_default_strategy():
+    stacked = {"labels": tf.reshape(tf.range(6), [1, 2, 3])}
+    split = distribute.split_stacked(tf.distribute.get_strategy(), stacked)
+    assert split["labels"].shape == (2, 3)
+
+
+def test_mirrored_two_cpus_matches_the_default_strategy(tmp_path):
+    from tests.conftest import write_random_root
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=6, pix10=12, nobs=6)
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), root, str(tmp_path / "run")],
+        cwd=REPOSITORY,
+        env={**subprocess_env(), "PYTHONPATH": REPOSITORY},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    default_loss, mirrored_loss = result["losses"]
+    assert mirrored_loss == pytest.approx(default_loss, rel=1e-5)
+    assert result["same_initial_weights"]
+    # SGD: the update is proportional to the gradient, so a wrongly scaled loss would show.
+    assert result["weight_change"] > 1e-4 and result["max_weight_difference"] < 1e-6
+    assert result["confusions_equal"]
+    assert result["step"] == 2 and result["num_pixels"] > 0
+
+
+def test_two_workers_train_together(tmp_path):
+    from tests.conftest import write_random_root
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=6, pix10=12, nobs=6)
+    model_dir = str(tmp_path / "run")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    arguments = [
+        f"--datadir={root}",
+        f"--model_dir={model_dir}",
+        "--train_steps=2",
+        "--strategy=multi_worker",
+        "--num_image_tiles=0",
+        "--max_eval_batches=1",
+        *[flag for flag in TINY_FLAGS if not flag.startswith("--strategy")],
+    ]
+    processes, logs = [], []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        log = open(tmp_path / f"worker{index}.log", "w")  # noqa: SIM115 - closed below
+        logs.append(log)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mtlcc_tf.train", *arguments],
+                cwd=REPOSITORY,
+                env={**subprocess_env(), "TF_CONFIG": tf_config},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    try:
+        returncodes = [process.wait(timeout=300) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        for log in logs:
+            log.close()
+    logs = [(tmp_path / f"worker{index}.log").read_text() for index in range(2)]
+    assert returncodes == [0, 0], "\n".join(log[-2000:] for log in logs)
+    assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 2
+    worker_checkpoints = os.path.join(model_dir, "workers", "worker_1", "checkpoints")
+    assert checkpoint_steps(worker_checkpoints)[-1] == 2  # its own input position
+    assert os.path.exists(os.path.join(model_dir, "flags.txt"))  # written by the chief

@@ -1,0 +1,315 @@
+"""Training: smoke run, resume, kill and SIGTERM fault tolerance, bad flags, non-finite loss."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline.config import DataConfig
+from mtlcc_tf import model_dir as model_dir_lib
+from mtlcc_tf import train_lib
+from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
+from tests.conftest import CLASSES, write_random_root
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny everything: 12 px tiles, 6 time steps (4 sampled), 4 filters, batch 2.
+TINY_FLAGS = (
+    "--batchsize=2",
+    "--temporal_samples=4",
+    "--convrnn_filters=4",
+    "--num_image_tiles=1",
+    "--strategy=default",
+)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    """6 tiles: train = 0, 2, 4; test = 1, 3, 5."""
+    path = str(tmp_path_factory.mktemp("data") / "root")
+    write_random_root(path, num_tiles=6, pix10=12, nobs=6)
+    return path
+
+
+def tiny_configs(root: str, **train_overrides):
+    model = ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=4)
+    train_data = DataConfig(root=root, batch_size=2, temporal_samples=4)
+    eval_data = DataConfig(root=root, partition="test", batch_size=2, training=False)
+    defaults = {"train_steps": 2, "steps_per_epoch": 2, "num_image_tiles": 1}
+    train = TrainConfig(**{**defaults, **train_overrides})
+    return model, train_data, eval_data, train, RuntimeConfig(strategy="default")
+
+
+def run_module(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mtlcc_tf.train", *args],
+        cwd=REPOSITORY,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def checkpoint_steps(folder: str) -> list[int]:
+    return sorted(
+        int(re.search(r"ckpt-(\d+)\.index$", path).group(1))
+        for path in glob.glob(os.path.join(folder, "ckpt-*.index"))
+    )
+
+
+def saved_step(path: str) -> int:
+    return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def event_tags(folder: str) -> set[str]:
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_smoke_run_then_resume(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    result = train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
+    assert (result.initial_step, result.step, result.stopped) == (0, 2, False)
+    assert result.validation["num_pixels"] > 0 and -1 <= result.validation["kappa"] <= 1
+    assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 2
+    best = model_dir_lib.read_best_metrics(model_dir)
+    assert best["step"] == 2 and "kappa" in best
+    train_tags = event_tags(os.path.join(model_dir, "train"))
+    assert {
+        "loss",
+        "overall_accuracy",
+        "kappa",
+        "macro_f1",
+        "learning_rate",
+        "samples_per_second",
+        "hparams",
+    } <= train_tags
+    validation_tags = event_tags(os.path.join(model_dir, "validation"))
+    assert {"loss", "overall_accuracy", "kappa", "macro_f1", "confusion_matrix"} <= validation_tags
+    assert any(tag.startswith("tiles/") for tag in validation_tags)
+    run_config = model_dir_lib.read_run_config(model_dir)
+    assert run_config.classes == CLASSES and run_config.model.convrnn_filters == 4
+
+    resumed = train_lib.train_and_evaluate(*tiny_configs(root, train_steps=3), model_dir)
+    assert (resumed.initial_step, resumed.step) == (2, 3)
+    assert saved_step(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))) == 3
+    model, _ = model_dir_lib.restore_model(model_dir, "last")
+    assert model.output.shape[-1] == CLASSES.num_classes
+    # Every weight comes from the checkpoint (two fresh models start from different weights).
+    again, _ = model_dir_lib.restore_model(model_dir, "last")
+    for weight, other in zip(model.weights, again.weights, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), other.numpy(), err_msg=weight.path)
+
+    changed = tiny_configs(root, train_steps=4)
+    changed = (ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=8), *changed[1:])
+    with pytest.raises(ValueError, match="convrnn_filters"):
+        train_lib.train_and_evaluate(*changed, model_dir)
+
+
+def test_entry_point_writes_flags_checkpoints_and_summaries(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    done = run_module(
+        f"--datadir={root}", f"--model_dir={model_dir}", "--train_steps=2", *TINY_FLAGS
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    flags_text = open(os.path.join(model_dir, "flags.txt"), encoding="utf-8").read()
+    assert f"--datadir={root}" in flags_text and "--train_steps=2" in flags_text
+    assert "--convrnn_filters=4" in flags_text and "--nojit_compile" in flags_text
+    # Only this module's flags: none of absl's logging flags or TensorFlow's.
+    assert "--verbosity" not in flags_text and "--logtostderr" not in flags_text
+    for folder in ("checkpoints", "best", "train", "validation"):
+        assert os.listdir(os.path.join(model_dir, folder)), folder
+    assert json.load(open(os.path.join(model_dir, "config.json")))["format"] == 1
+
+
+def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    log_path = tmp_path / "first.log"
+    arguments = [
+        f"--datadir={root}",
+        f"--model_dir={model_dir}",
+        "--train_steps=40",
+        "--steps_per_epoch=1000",
+        "--checkpoint_every=2",
+        "--max_eval_batches=1",
+        *TINY_FLAGS,
+    ]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mtlcc_tf.train", *arguments],
+            cwd=REPOSITORY,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        checkpoints = os.path.join(model_dir, "checkpoints")
+        deadline = time.monotonic() + 240
+        while not tf.train.latest_checkpoint(checkpoints) and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    killed_at = saved_step(tf.train.latest_checkpoint(checkpoints))
+    assert 2 <= killed_at < 40, log_path.read_text()[-2000:]
+
+    # The flags file of the run repeats it, and resumes it.
+    done = run_module(f"--flagfile={model_dir}/flags.txt")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming at step {killed_at} of 40" in done.stderr
+    last = tf.train.latest_checkpoint(checkpoints)
+    assert last.endswith("ckpt-40") and saved_step(last) == 40
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    log_path = tmp_path / "run.log"
+    arguments = [
+        f"--datadir={root}",
+        f"--model_dir={model_dir}",
+        "--train_steps=100000",
+        "--steps_per_epoch=100000",
+        "--checkpoint_every=3",
+        *TINY_FLAGS,
+    ]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mtlcc_tf.train", *arguments],
+            cwd=REPOSITORY,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        checkpoints = os.path.join(model_dir, "checkpoints")
+        deadline = time.monotonic() + 240
+        while not tf.train.latest_checkpoint(checkpoints):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it run past the checkpoint
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=120)
+    output = log_path.read_text()
+    assert returncode == 143, output[-3000:]
+    stopped_at = int(re.search(r"stopped by SIGTERM: checkpoint saved at step (\d+)", output)[1])
+    last = tf.train.latest_checkpoint(checkpoints)
+    assert last.endswith(f"ckpt-{stopped_at}") and saved_step(last) == stopped_at >= 3
+
+
+def test_non_finite_loss_raises_naming_the_step(root, tmp_path, monkeypatch):
+    build = train_lib.create_model
+
+    def poisoned_model(model_config, seed=0):
+        model = build(model_config, seed)
+        weights = model.trainable_weights[0]
+        weights.assign(np.full(weights.shape, np.nan, np.float32))
+        return model
+
+    monkeypatch.setattr(train_lib, "create_model", poisoned_model)
+    with pytest.raises(FloatingPointError, match="non-finite training loss nan at step 1"):
+        train_lib.train_and_evaluate(*tiny_configs(root), str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--convcell=foo"], "value should be one of"),
+        (["--convcell=keras_convlstm", "--padding=same"], "ModelConfig.normalization"),
+        (["--weight_decay=0.1"], "needs optimizer='adamw'"),
+        (["--nonsense=1"], "Unknown command line flag 'nonsense'"),
+        (["--train_on=2031"], "no section for ['2031']"),
+    ],
+)
+def test_bad_flags_fail_fast_with_a_clear_message(root, tmp_path, flags, message):
+    model_dir = str(tmp_path / "run")
+    done = run_module(f"--datadir={root}", f"--model_dir={model_dir}", *flags, timeout=120)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr[-2000:]
+    assert not os.path.exists(model_dir)  # nothing was written, nothing heavy was built
+
+
+def test_missing_dataset_root_fails_fast(tmp_path):
+    done = run_module(f"--datadir={tmp_path}/absent", f"--model_dir={tmp_path}/run", timeout=120)
+    assert done.returncode != 0 and "dataset root does not exist" in done.stderr
+
+
+def test_learning_rate_schedules():
+    config = TrainConfig(learning_rate=1.0, schedule="cosine", warmup_steps=10)
+    schedule = train_lib.create_learning_rate(config, total_steps=110, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
+    np.testing.assert_allclose(values, [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    assert train_lib.create_learning_rate(TrainConfig(), 10, 5) == TrainConfig().learning_rate
+    exponential = TrainConfig(learning_rate=1.0, schedule="exponential", decay_rate=0.5)
+    schedule = train_lib.create_learning_rate(exponential, total_steps=100, steps_per_epoch=10)
+    assert float(schedule(20)) == pytest.approx(0.25)
+
+
+def test_mixed_float16_trains_with_loss_scaling(root, tmp_path):
+    configs = tiny_configs(root, train_steps=1, steps_per_epoch=1, num_image_tiles=0)
+    runtime = RuntimeConfig(strategy="default", precision="mixed_float16")
+    result = train_lib.train_and_evaluate(*configs[:4], runtime, str(tmp_path / "run"))
+    assert result.step == 1 and np.isfinite(result.validation["loss"])
+    optimizer = train_lib.create_optimizer(TrainConfig(), 1e-3, "mixed_float16")
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_model_dir_paths_and_errors(tmp_path):
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        model_dir_lib.read_run_config(model_dir)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        model_dir_lib.checkpoint_path(model_dir)
+    model_config = ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=4)
+    model_dir_lib.write_run_config(
+        model_dir, model_config, DataConfig(root="r", years=("2016",)), CLASSES
+    )
+    run_config = model_dir_lib.read_run_config(model_dir)
+    assert run_config.model == model_config and run_config.data.years == ("2016",)
+    variable = tf.Variable(1.0)
+    last = tf.train.Checkpoint(step=variable).save(os.path.join(model_dir, "checkpoints", "ckpt"))
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(step=variable), os.path.join(model_dir, "checkpoints"), 3
+    )
+    manager.save(checkpoint_number=5)
+    assert model_dir_lib.checkpoint_path(model_dir, "best").endswith("checkpoints/ckpt-5")
+    assert model_dir_lib.checkpoint_path(model_dir, last) == last
+    with open(os.path.join(model_dir, "config.json"), "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(ValueError, match="config.json: malformed"):
+        model_dir_lib.read_run_config(model_dir)
+
+
+def test_tile_panel_picks_the_clearest_and_the_cloudiest_date():
+    from mtlcc_tf import summaries
+
+    inputs = np.zeros((3, 8, 8, 15), np.float32)  # [time, height, width, channels]
+    inputs[1, ..., :3] = 0.3  # bright: cloudy by brightness
+    cloud_mask = np.zeros((3, 8, 8), np.uint8)
+    cloud_mask[2] = 1
+    assert summaries.clear_and_cloudy_steps(inputs, 3, cloud_mask) == (0, 2)
+    assert summaries.clear_and_cloudy_steps(inputs, 3, None) == (0, 1)
+    assert summaries.clear_and_cloudy_steps(inputs, 1, None) == (0, 0)  # padding ignored
+    probabilities = np.full((8, 8, 4), 0.25, np.float32)
+    panel = summaries.tile_panel(inputs, 3, np.full((8, 8), -1), probabilities, 4, cloud_mask)
+    assert panel.dtype == np.uint8 and panel.shape == (96, 5 * 96 + 4 * 2, 3)
