@@ -1,0 +1,104 @@
+"""Evaluates a trained model on a partition: metrics.json, report.md, figures, tiles.csv, images.
+
+python -m mtlcc_tf.evaluate --model_dir=runs/convgru --datadir=/data/mtlcc --out_dir=eval
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import tensorflow as tf
+from absl import app, flags, logging
+
+from data_pipeline import dataset_root, records
+from data_pipeline.config import DataConfig
+from mtlcc_tf import evaluate_lib, model_dir
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
+_DATADIR = flags.DEFINE_string(
+    "datadir", None, "Dataset root to evaluate on; default: the one the model was trained on."
+)
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir", None, "Where to write the results; default: <model_dir>/evaluation/<partition>."
+)
+_PARTITION = flags.DEFINE_enum(
+    "partition", "eval", dataset_root.PARTITIONS, "Tile id list under <datadir>/tileids/."
+)
+_FOLD = flags.DEFINE_integer("fold", 0, "Fold of the train/test partitions.")
+_YEARS = flags.DEFINE_list("years", [], "dataset.ini sections to evaluate; default: all.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best", "'best', 'last', or the path of a checkpoint (prefix of its .index)."
+)
+_BATCHSIZE = flags.DEFINE_integer("batchsize", 1, "Tiles per batch (the original: 1).")
+_TEMPORAL_SAMPLES = flags.DEFINE_integer(
+    "temporal_samples", None, "Keep this many evenly spaced observations; default: all."
+)
+_WRITE_IMAGES = flags.DEFINE_bool(
+    "write_images", False, "Per-tile prediction/confidence PNGs and GeoTIFFs under images/."
+)
+_CLOUD_INJECTION = flags.DEFINE_float(
+    "cloud_injection", 0.0, "Fraction of observations that get simulated clouds added."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the cloud injection.")
+_SKIP_CORRUPT = flags.DEFINE_bool(
+    "skip_corrupt", False, "Skip unreadable records (each is logged) instead of failing."
+)
+_LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Progress line every this many tiles.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    directory = _MODEL_DIR.value
+    if not os.path.isdir(directory):
+        sys.exit(f"evaluate: --model_dir={directory}: no such directory")
+    try:
+        model_dir.read_run_config(directory)  # a missing config.json is the first thing to report
+        checkpoint = model_dir.checkpoint_path(directory, _CHECKPOINT.value)
+        model, run_config = model_dir.restore_model(directory, checkpoint)
+        data_config = DataConfig(
+            root=_DATADIR.value or run_config.data.root,
+            years=tuple(_YEARS.value),
+            partition=_PARTITION.value,
+            fold=_FOLD.value,
+            temporal_samples=_TEMPORAL_SAMPLES.value,
+            batch_size=_BATCHSIZE.value,
+            training=False,
+            augment=False,
+            skip_corrupt=_SKIP_CORRUPT.value,
+            cloud_injection=_CLOUD_INJECTION.value,
+            seed=_SEED.value,
+        ).validate()
+        evaluate_lib.check_classes(
+            run_config.classes,
+            dataset_root.read_classes(data_config.root),
+            model_source=os.path.join(directory, model_dir.CONFIG_FILE),
+            dataset_source=os.path.join(data_config.root, "classes.txt"),
+        )
+        out_dir = _OUT_DIR.value or os.path.join(directory, "evaluation", _PARTITION.value)
+        logging.info("evaluating %s on %s -> %s", checkpoint, data_config.root, out_dir)
+        evaluate_lib.evaluate(
+            model,
+            data_config,
+            run_config.classes,
+            out_dir=out_dir,
+            write_images=_WRITE_IMAGES.value,
+            metadata={
+                "model_dir": directory,
+                "checkpoint": checkpoint,
+                "step": evaluate_lib.checkpoint_step(checkpoint),
+            },
+            log_every=_LOG_EVERY.value,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        # DatasetError and ClassMismatchError are ValueErrors; their messages name the files.
+        sys.exit(f"evaluate: {error}")
+    except tf.errors.OpError as error:
+        # E.g. a corrupt record without --skip_corrupt; the message names the file.
+        sys.exit(f"evaluate: {records.op_error_message(error)}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("model_dir")
+    app.run(main)

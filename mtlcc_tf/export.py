@@ -1,0 +1,42 @@
+"""Exports a trained model as a SavedModel that takes raw record tensors (see export_lib).
+
+python -m mtlcc_tf.export --model_dir=runs/convgru --export_dir=runs/convgru/export
+saved_model_cli show --dir runs/convgru/export --all
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from mtlcc_tf import evaluate_lib, export_lib, model_dir
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel folder to create.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best", "'best', 'last', or the path of a checkpoint (prefix of its .index)."
+)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    directory = _MODEL_DIR.value
+    if not os.path.isdir(directory):
+        sys.exit(f"export: --model_dir={directory}: no such directory")
+    try:
+        model_dir.read_run_config(directory)  # a missing config.json is the first thing to report
+        checkpoint = model_dir.checkpoint_path(directory, _CHECKPOINT.value)
+        model, run_config = model_dir.restore_model(directory, checkpoint)
+        logging.info("exporting %s (step %s)", checkpoint, evaluate_lib.checkpoint_step(checkpoint))
+        export_lib.export(model, run_config.classes, _EXPORT_DIR.value, overwrite=_OVERWRITE.value)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        sys.exit(f"export: {error}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model_dir", "export_dir"])
+    app.run(main)

@@ -1,0 +1,238 @@
+"""SavedModel export: raw record tensors in, the dataset's label ids and probabilities out.
+
+The `serving_default` signature takes what a record holds, so a client sends what is on disk:
+
+  x10   float32 [batch, time, H, W, 4]      B4, B3, B2, B8 at 10 m
+  x20   float32 [batch, time, H/2, W/2, 6]  B5, B6, B7, B8A, B11, B12 at 20 m
+  x60   float32 [batch, time, H/6, W/6, 3]  B1, B9, B10 at 60 m
+  doy   int32 [batch, time]                 day of year, 0 marks padding
+  year  int32 [batch, time]
+
+Reflectances are top-of-atmosphere reflectance x 1e4 (as stored in the records, e.g. 1234.0 for
+0.1234). Batch, time, H and W are dynamic; H and W must be multiples of 6. Padding observations
+(doy 0 or an all-zero x10) may sit anywhere in time: they are moved behind the real ones and
+ignored. It returns
+
+  class_ids      int32 [batch, H, W]     the dataset's own label ids (e.g. 22 for winter wheat)
+  probabilities  float32 [batch, H, W, K]  softmax over the K classes in classes.txt order
+  confidence     float32 [batch, H, W]   the probability of the predicted class
+
+The `classes` signature (no inputs) returns `ids` int32 [K] and `names` string [K]; the same table
+is in `assets/classes.txt` (`id|name` lines, as in a dataset root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import dataset_root, transforms
+
+SERVING_KEY = "serving_default"
+CLASSES_KEY = "classes"
+BANDS = {"x10": 4, "x20": 6, "x60": 3}
+
+
+def _flatten_time(value: tf.Tensor) -> tf.Tensor:
+    """[batch, time, ...] -> [batch * time, ...], so per-tile transforms see one long series."""
+    return tf.reshape(value, tf.concat([[-1], tf.shape(value)[2:]], axis=0))
+
+
+def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
+    """Assertions that the inputs of one request fit together, with messages saying what is not."""
+    shape10 = tf.shape(x10)
+    batch, time, height, width = shape10[0], shape10[1], shape10[2], shape10[3]
+
+    def same(actual, expected, message):
+        return tf.debugging.Assert(
+            tf.reduce_all(tf.equal(actual, expected)),
+            [message, "got", actual, "expected", expected],
+        )
+
+    return [
+        tf.debugging.Assert(
+            tf.logical_and(tf.equal(height % 6, 0), tf.equal(width % 6, 0)),
+            ["x10 height and width must be multiples of 6 (60 m pixels are 6 x 6 of them); got",
+             height, width],
+        ),  # fmt: skip
+        same(tf.shape(x20)[:4], tf.stack([batch, time, height // 2, width // 2]),
+             "x20 must be [batch, time, H/2, W/2, 6] for x10 [batch, time, H, W, 4]:"),
+        same(tf.shape(x60)[:4], tf.stack([batch, time, height // 6, width // 6]),
+             "x60 must be [batch, time, H/6, W/6, 3] for x10 [batch, time, H, W, 4]:"),
+        same(tf.shape(doy), tf.stack([batch, time]), "doy must be [batch, time] like x10:"),
+        same(tf.shape(year), tf.stack([batch, time]), "year must be [batch, time] like x10:"),
+    ]  # fmt: skip
+
+
+def model_inputs(
+    x10: tf.Tensor, x20: tf.Tensor, x60: tf.Tensor, doy: tf.Tensor, year: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """Raw record tensors of a batch -> the model's {"inputs", "sequence_length"}.
+
+    Does for a batch with a dynamic time axis what the evaluation pipeline does per tile with
+    `transforms.select_observations(features, nobs)` (keep all real observations, in time order,
+    padded at the end with zeros) followed by `transforms.to_model_inputs`. The padding test and
+    the normalisation are the transforms' own functions, applied to [batch * time] flattened
+    series; only the reordering is vectorised here because `select_observations` needs a static
+    output length.
+
+    Args:
+      x10: float32 [batch, time, H, W, 4] reflectance x 1e4.
+      x20: float32 [batch, time, H/2, W/2, 6] reflectance x 1e4.
+      x60: float32 [batch, time, H/6, W/6, 3] reflectance x 1e4.
+      doy: int32 [batch, time] day of year, 0 for padding.
+      year: int32 [batch, time].
+
+    Returns:
+      inputs float32 [batch, time, H, W, 15] and sequence_length int32 [batch].
+    """
+    shape10 = tf.shape(x10)
+    batch, time = shape10[0], shape10[1]
+    flat = {"x10": _flatten_time(x10), "doy": tf.reshape(doy, [-1])}
+    valid = tf.reshape(transforms.valid_observations(flat), [batch, time])
+    # A stable sort on "is padding" moves real observations to the front, keeping their order.
+    order = tf.argsort(tf.cast(tf.logical_not(valid), tf.int32), axis=1, stable=True)
+    sequence_length = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+    keep = tf.range(time)[tf.newaxis, :] < sequence_length[:, tf.newaxis]  # [batch, time]
+    features = {}
+    for key, value in {"x10": x10, "x20": x20, "x60": x60, "doy": doy, "year": year}.items():
+        value = tf.gather(value, order, axis=1, batch_dims=1)
+        mask = tf.reshape(
+            keep, tf.concat([[batch, time], tf.ones([value.shape.rank - 2], tf.int32)], 0)
+        )
+        # Zeroed like select_observations' padding, so that the model sees identical inputs.
+        value = tf.where(mask, value, tf.zeros_like(value))
+        features[key] = _flatten_time(value) if value.shape.rank > 2 else tf.reshape(value, [-1])
+    inputs = transforms.to_model_inputs(features)["inputs"]  # [batch * time, H, W, 15]
+    inputs = tf.reshape(
+        inputs, tf.concat([[batch, time], tf.shape(inputs)[1:]], axis=0)
+    )  # fmt: skip
+    inputs = tf.ensure_shape(inputs, [None, None, None, None, transforms.NUM_CHANNELS])
+    return {"inputs": inputs, "sequence_length": sequence_length}
+
+
+class ServingModule(tf.Module):
+    """Wraps a Keras model and its class table in the signatures described in the module doc."""
+
+    def __init__(self, model: keras.Model, class_table: dataset_root.ClassTable, classes_file: str):
+        super().__init__(name="mtlcc_serving")
+        self.model = model
+        self.class_ids = tf.constant(class_table.known_ids, tf.int32, name="class_ids")
+        self.class_names = tf.constant(class_table.known_names, tf.string, name="class_names")
+        self.classes_asset = tf.saved_model.Asset(classes_file)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, None, BANDS["x10"]], tf.float32, name="x10"),
+            tf.TensorSpec([None, None, None, None, BANDS["x20"]], tf.float32, name="x20"),
+            tf.TensorSpec([None, None, None, None, BANDS["x60"]], tf.float32, name="x60"),
+            tf.TensorSpec([None, None], tf.int32, name="doy"),
+            tf.TensorSpec([None, None], tf.int32, name="year"),
+        ]
+    )
+    def serve(self, x10, x20, x60, doy, year):
+        """Predicts the classes of a batch of tiles; see the module docstring."""
+        with tf.control_dependencies(_check_shapes(x10, x20, x60, doy, year)):
+            features = model_inputs(x10, x20, x60, doy, year)
+        logits = self.model(features, training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        indices = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {
+            "class_ids": tf.gather(self.class_ids, indices),
+            "probabilities": probabilities,
+            "confidence": tf.reduce_max(probabilities, axis=-1),
+        }
+
+    @tf.function(input_signature=[])
+    def classes(self):
+        """The class table: label ids and names, in the order of the probabilities' last axis."""
+        return {"ids": tf.identity(self.class_ids), "names": tf.identity(self.class_names)}
+
+
+def _check_model(model: keras.Model, class_table: dataset_root.ClassTable) -> None:
+    try:
+        output_classes = model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return
+    if output_classes is not None and output_classes != class_table.num_classes:
+        raise ValueError(
+            f"the model outputs {output_classes} classes but its class table has "
+            f"{class_table.num_classes}: {class_table.known_names}"
+        )
+
+
+def export(
+    model: keras.Model,
+    class_table: dataset_root.ClassTable,
+    export_dir: str,
+    overwrite: bool = False,
+) -> str:
+    """Writes `model` as a SavedModel with the `serving_default` and `classes` signatures.
+
+    The SavedModel is written next to `export_dir` under a temporary name and renamed into place,
+    so a reader never sees half an export.
+
+    Args:
+      model: takes {"inputs", "sequence_length"} and returns logits [batch, H, W, K].
+      class_table: the classes the model was trained with (index i <-> known_ids[i]).
+      export_dir: the SavedModel folder to create (local path).
+      overwrite: replace an existing non-empty `export_dir`.
+
+    Returns:
+      `export_dir`.
+
+    Raises:
+      FileExistsError: `export_dir` exists, is not empty and `overwrite` is False.
+    """
+    export_dir = os.path.abspath(export_dir)
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise FileExistsError(f"{export_dir} exists and is not empty; pass overwrite to replace it")
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise FileExistsError(f"{export_dir} exists and is not a folder")
+    _check_model(model, class_table)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    try:
+        classes_file = os.path.join(temporary, "classes.txt")
+        with open(classes_file, "w", encoding="utf-8") as handle:
+            handle.writelines(
+                f"{label_id}|{name}\n"
+                for label_id, name in zip(class_table.ids, class_table.names, strict=True)
+            )
+        module = ServingModule(model, class_table, classes_file)
+        saved = os.path.join(temporary, "saved_model")
+        tf.saved_model.save(
+            module,
+            saved,
+            signatures={
+                SERVING_KEY: module.serve.get_concrete_function(),
+                CLASSES_KEY: module.classes.get_concrete_function(),
+            },
+        )
+        _replace(saved, export_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    logging.info("exported SavedModel to %s", export_dir)
+    return export_dir
+
+
+def _replace(source: str, destination: str) -> None:
+    """Renames `source` to `destination`, moving an existing `destination` aside until done."""
+    backup = None
+    if os.path.exists(destination):
+        backup = f"{source}.old"
+        os.rename(destination, backup)
+    try:
+        os.rename(source, destination)
+    except OSError:
+        if backup is not None:
+            os.rename(backup, destination)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
