@@ -51,12 +51,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     directory = _MODEL_DIR.value
-    if not os.path.isdir(directory):
-        sys.exit(f"evaluate: --model_dir={directory}: no such directory")
     try:
-        model_dir.read_run_config(directory)  # a missing config.json is the first thing to report
-        checkpoint = model_dir.checkpoint_path(directory, _CHECKPOINT.value)
-        model, run_config = model_dir.restore_model(directory, checkpoint)
+        model, run_config, checkpoint = model_dir.restore_for_inference(
+            directory, _CHECKPOINT.value
+        )
         data_config = DataConfig(
             root=_DATADIR.value or run_config.data.root,
             years=tuple(_YEARS.value),

@@ -6,7 +6,6 @@ saved_model_cli show --dir runs/convgru/export --all
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -25,12 +24,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     directory = _MODEL_DIR.value
-    if not os.path.isdir(directory):
-        sys.exit(f"export: --model_dir={directory}: no such directory")
     try:
-        model_dir.read_run_config(directory)  # a missing config.json is the first thing to report
-        checkpoint = model_dir.checkpoint_path(directory, _CHECKPOINT.value)
-        model, run_config = model_dir.restore_model(directory, checkpoint)
+        model, run_config, checkpoint = model_dir.restore_for_inference(
+            directory, _CHECKPOINT.value
+        )
         logging.info("exporting %s (step %s)", checkpoint, evaluate_lib.checkpoint_step(checkpoint))
         export_lib.export(model, run_config.classes, _EXPORT_DIR.value, overwrite=_OVERWRITE.value)
     except (FileNotFoundError, FileExistsError, ValueError) as error:

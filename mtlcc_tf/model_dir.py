@@ -288,3 +288,22 @@ def restore_model(model_dir: str, which: str = "best") -> tuple[keras.Model, Run
             f"{path}: checkpoint does not fit the model of {model_dir}/{CONFIG_FILE}: {error}"
         ) from error
     return model, run_config
+
+
+def restore_for_inference(
+    directory: str, which: str = "best"
+) -> tuple[keras.Model, RunConfig, str]:
+    """`restore_model` for the entry points; also returns the checkpoint path it restored.
+
+    Checks in the order a user should hear about problems: the folder, config.json, then the
+    checkpoint.
+
+    Raises:
+        FileNotFoundError, ValueError: as `restore_model`, and for a missing folder.
+    """
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"--model_dir={directory}: no such directory")
+    read_run_config(directory)
+    checkpoint = checkpoint_path(directory, which)
+    model, run_config = restore_model(directory, checkpoint)
+    return model, run_config, checkpoint
