@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import tensorflow as tf
 from absl import logging
@@ -125,6 +126,18 @@ def check_tile(features: dict, expected_shape) -> dict:
         return {key: tf.identity(value) for key, value in features.items()}
 
 
+def _keep_readable(record, ok, source, expected_shape):
+    """Filter predicate for skip_corrupt: drops unreadable files, saying which on stderr."""
+
+    def report():
+        with tf.control_dependencies(
+            [tf.print("skipping", UNREADABLE, source, output_stream=sys.stderr)]
+        ):
+            return tf.constant(False)
+
+    return tf.cond(ok, lambda: True, report)
+
+
 def _check_readable(record, ok, source):
     check = tf.debugging.Assert(ok, [UNREADABLE, source])
     with tf.control_dependencies([check]):
@@ -172,7 +185,7 @@ def build_dataset(
         read, cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=not config.training
     )
     if config.skip_corrupt:
-        dataset = dataset.filter(lambda record, ok, path, expected_shape: ok)
+        dataset = dataset.filter(_keep_readable)
 
     pix10 = split.sections[0].pix10  # the same for all chosen sections
 

@@ -7,5 +7,5 @@ echo "[test] ruff check + format check"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "[test] pytest"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"
 .venv/bin/python -m pytest -q "$@"

@@ -41,7 +41,7 @@ def test_damaged_gzip_record_names_the_file(random_root, damage):
     assert bad in str(error.value)
 
 
-def test_skip_corrupt_skips_and_keeps_the_rest(random_root):
+def test_skip_corrupt_skips_reports_and_keeps_the_rest(random_root, capfd):
     root, _ = random_root
     truncate(os.path.join(root, "data16", "3.tfrecord.gz"))
     write_like_the_original(
@@ -49,6 +49,9 @@ def test_skip_corrupt_skips_and_keeps_the_rest(random_root):
         random_tile("5", np.random.default_rng(0), nobs=9),  # nobs disagrees with dataset.ini
     )
     assert read_all(eval_config(root, skip_corrupt=True)) == [b"1"]
+    reported = capfd.readouterr().err
+    assert "skipping unreadable record" in reported and "3.tfrecord.gz" in reported
+    assert "5.tfrecord.gz" in reported  # the shape error, logged by ignore_errors
 
 
 def test_shape_disagreeing_with_dataset_ini(random_root):
