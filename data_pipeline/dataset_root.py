@@ -6,6 +6,7 @@ import configparser
 import csv
 import dataclasses
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 
 UNKNOWN_ID = 0
@@ -220,6 +221,26 @@ def write_geotransforms(root: str, geotransforms: Mapping[str, Geotransform]) ->
         writer = csv.writer(handle, lineterminator="\n")
         for tileid, g in geotransforms.items():
             writer.writerow([tileid, g.xmin, g.xres, 0, g.ymax, 0, -abs(g.yres), g.srid])
+
+
+def prepare_root(root: str, datadirs: Sequence[str], overwrite: bool) -> None:
+    """Makes `root` ready for a new dataset: refuses a non-empty folder unless `overwrite`.
+
+    With `overwrite`, removes only what a dataset writer creates (dataset.ini, classes.txt,
+    geotransforms.csv, tileids/ and the given record folders): stale records of a larger grid
+    must not survive, but a user's other files in the folder stay.
+    """
+    if os.path.isdir(root) and os.listdir(root):
+        if not overwrite:
+            raise FileExistsError(
+                f"{root} is not empty; pass overwrite=True (--overwrite) to replace its dataset"
+            )
+        for name in ("dataset.ini", "classes.txt", "geotransforms.csv"):
+            if os.path.isfile(os.path.join(root, name)):
+                os.remove(os.path.join(root, name))
+        for name in ["tileids", *datadirs]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    os.makedirs(root, exist_ok=True)
 
 
 def find_tile_file(root: str, section: DatasetSection, tileid: str) -> str | None:

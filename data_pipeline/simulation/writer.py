@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 
@@ -50,23 +49,6 @@ def geotransforms(
         for row in range(num_tiles_y)
         for column in range(num_tiles_x)
     }
-
-
-def _prepare_root(root: str, years: Sequence[int], overwrite: bool) -> None:
-    """Refuses a non-empty root unless `overwrite`; then removes what an earlier run wrote."""
-    if os.path.isdir(root) and os.listdir(root):
-        if not overwrite:
-            raise FileExistsError(
-                f"{root} is not empty; pass overwrite=True (--overwrite) to replace its dataset"
-            )
-        # Only what this writer creates: stale records of a larger grid must not survive, but a
-        # user's other files in the folder stay.
-        for name in ("dataset.ini", "classes.txt", "geotransforms.csv"):
-            if os.path.isfile(os.path.join(root, name)):
-                os.remove(os.path.join(root, name))
-        for name in ["tileids", *(datadir(year) for year in years)]:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    os.makedirs(root, exist_ok=True)
 
 
 def simulate_dataset(
@@ -132,7 +114,7 @@ def simulate_dataset(
             num_tiles_y, num_tiles_x, num_folds, seed, MAX_BLOCK_SIZE
         )
     groups = splits.block_groups(num_tiles_y, num_tiles_x, num_folds, block_size, seed)
-    _prepare_root(root, config.years, overwrite)
+    dataset_root.prepare_root(root, [datadir(year) for year in config.years], overwrite)
     report = progress or (lambda message: None)
     start = time.perf_counter()
     scene = simulate_scene(config)

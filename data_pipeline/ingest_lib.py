@@ -1,0 +1,416 @@
+"""Ingests GeoTIFFs (the PyTorch port's tile folders, or a whole scene) into a dataset root."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+from data_pipeline import dataset_root, rasters, records
+from data_pipeline.rasters import (
+    LABELS_FILE,
+    RESOLUTIONS,
+    Grid,
+    RasterError,
+    check_aligned,
+    check_same_grid,
+    grid_of,
+    open_raster,
+    read_bands,
+    to_geotransform,
+)
+from data_pipeline.simulation import splits, writer
+
+_DATE_FILE = re.compile(r"^(\d{8})_(10m|20m|60m)\.tif$", re.IGNORECASE)
+_BAND_FILE = re.compile(r"^(\d{8})_(B0?\d{1,2}A?)\.tif$", re.IGNORECASE)
+_FACTORS = {"10m": 1, "20m": 2, "60m": 6}
+_VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".sqlite", ".gml", ".kml")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """What to ingest and where.
+
+    Attributes:
+      input: a folder in the PyTorch port's layout (`data/<tileid>/<YYYYMMDD>_10m.tif`, ...) or
+        a scene folder (`<YYYYMMDD>_10m.tif`, `_20m.tif`, `_60m.tif` per date).
+      out_dir: the dataset root to write.
+      pix10: tile width in 10 m pixels when cutting a scene (tile folders bring their own).
+      schema: record schema, "compact" or "original".
+      labels: scene labels, a raster on the 10 m grid or a vector file (GeoPackage, Shapefile).
+      label_attribute: the vector field holding the class id.
+      classes: class table (`id|name` lines); default `<input>/classes.txt`.
+      num_folds: train/test folds of the scene's block split.
+      seed: seed of the block split.
+      overwrite: replace a dataset in a non-empty out_dir.
+    """
+
+    input: str
+    out_dir: str
+    pix10: int = 24
+    schema: str = records.COMPACT
+    labels: str | None = None
+    label_attribute: str = "class_id"
+    classes: str | None = None
+    num_folds: int = writer.DEFAULT_NUM_FOLDS
+    seed: int = 0
+    overwrite: bool = False
+
+    def validate(self) -> IngestConfig:
+        if not os.path.isdir(self.input):
+            raise RasterError(f"{self.input}: input folder does not exist")
+        if self.pix10 < 6 or self.pix10 % 6:
+            raise ValueError(f"pix10={self.pix10} must be a positive multiple of 6 (24, 48)")
+        if self.schema not in records.SCHEMA_VERSIONS:
+            raise ValueError(f"unknown schema {self.schema!r}")
+        return self
+
+
+def parse_date(date: str) -> tuple[int, int]:
+    """(year, day of year) of `YYYYMMDD`."""
+    day = datetime.datetime.strptime(date, "%Y%m%d").date()
+    return day.year, day.timetuple().tm_yday
+
+
+def _band_name(name: str) -> str:
+    """`B04` -> `B4`, `B8A` -> `B8A`: the names of records.BANDS10/20/60."""
+    return "B" + name[1:].lstrip("0").upper()
+
+
+def find_dates(folder: str) -> dict[str, dict[str, str | tuple[str, ...]]]:
+    """Date -> resolution ("10m", "20m", "60m") -> a stack's path, or a tuple of one path per
+    band (`<YYYYMMDD>_B04.tif`, ... in records.BANDS10/20/60 order); sorted by date.
+
+    Raises:
+      RasterError: naming the missing file if a date lacks a resolution (or one of its bands), or
+        the folder if it holds no such files.
+    """
+    stacks, bands = collections.defaultdict(dict), collections.defaultdict(dict)
+    for name in os.listdir(folder):
+        match = _DATE_FILE.match(name)
+        if match:
+            stacks[match.group(1)][match.group(2).lower()] = os.path.join(folder, name)
+        match = _BAND_FILE.match(name)
+        if match:
+            bands[match.group(1)][_band_name(match.group(2))] = os.path.join(folder, name)
+    if not stacks and not bands:
+        raise RasterError(
+            f"{folder}: no <YYYYMMDD>_10m.tif / _20m.tif / _60m.tif (or <YYYYMMDD>_B04.tif) files"
+        )
+    found = {}
+    for date in sorted(set(stacks) | set(bands)):
+        found[date] = {}
+        for suffix, (_, names) in RESOLUTIONS.items():
+            if suffix in stacks[date]:
+                found[date][suffix] = stacks[date][suffix]
+                continue
+            missing = [band for band in names if band not in bands[date]]
+            if not bands[date] or missing == list(names):
+                raise RasterError(f"{os.path.join(folder, f'{date}_{suffix}.tif')}: missing")
+            if missing:
+                raise RasterError(f"{os.path.join(folder, f'{date}_{missing[0]}.tif')}: missing")
+            found[date][suffix] = tuple(bands[date][band] for band in names)
+        try:
+            parse_date(date)
+        except ValueError as error:
+            raise RasterError(f"{folder}: {date} in a file name is no valid date") from error
+    return found
+
+
+def _open(paths: str | tuple[str, ...]) -> list[tuple[str, object]]:
+    """(path, opened dataset) of a stack, or of every band file of a resolution."""
+    return [(path, open_raster(path)) for path in ((paths,) if isinstance(paths, str) else paths)]
+
+
+def _read(sources: list, num_bands: int, window=None) -> np.ndarray:
+    """Reads [height, width, num_bands] from a stack or from one file per band."""
+    if len(sources) == 1:
+        return read_bands(sources[0][0], num_bands, window, sources[0][1])
+    return np.concatenate([read_bands(path, 1, window, data) for path, data in sources], axis=-1)
+
+
+def read_class_table(path: str) -> dataset_root.ClassTable:
+    """Reads a class table file (`id|name` lines) of any name; errors name the file."""
+    try:
+        if os.path.basename(path) == "classes.txt":
+            return dataset_root.read_classes(os.path.dirname(path) or ".")
+        if not os.path.isfile(path):
+            raise dataset_root.DatasetError(f"{path}: no such class table")
+        # read_classes reads `<root>/classes.txt`: read a copy, but name the original in errors.
+        with tempfile.TemporaryDirectory() as copy_root:
+            shutil.copy(path, os.path.join(copy_root, "classes.txt"))
+            return dataset_root.read_classes(copy_root)
+    except dataset_root.DatasetError as error:
+        raise dataset_root.DatasetError(f"{path}: bad class table: {error}") from error
+
+
+def check_labels(labels: np.ndarray, table: dataset_root.ClassTable, path: str) -> None:
+    """Raises RasterError naming `path` and the ids if labels hold ids not in the class table."""
+    unknown = sorted(set(np.unique(labels).tolist()) - set(table.ids))
+    if unknown:
+        raise RasterError(f"{path}: label ids {unknown} are not in the class table {table.ids}")
+
+
+def _pad(values: np.ndarray, nobs: int) -> np.ndarray:
+    padded = np.zeros((nobs, *values.shape[1:]), values.dtype)
+    padded[: len(values)] = values
+    return padded
+
+
+def _make_tile(tileid: str, stacks: dict, dates: list[str], labels: np.ndarray, nobs: int):
+    """A records.Tile of some dates' stacks ([dates, ...] per key), zero-padded to nobs."""
+    year_doy = np.array([parse_date(date) for date in dates], np.int16).reshape(-1, 2)
+    return records.Tile(
+        tileid=tileid,
+        **{key: _pad(values, nobs) for key, values in stacks.items()},
+        doy=_pad(year_doy[:, 1], nobs),
+        year=_pad(year_doy[:, 0], nobs),
+        labels=labels,
+    )
+
+
+def _years_of(dates) -> dict[int, list[str]]:
+    years = collections.defaultdict(list)
+    for date in dates:
+        years[parse_date(date)[0]].append(date)
+    return dict(sorted(years.items()))
+
+
+def _class_table(config: IngestConfig) -> tuple[dataset_root.ClassTable, str]:
+    path = config.classes or os.path.join(config.input, "classes.txt")
+    if not os.path.isfile(path):
+        raise dataset_root.DatasetError(f"{path}: no class table; pass --classes=classes.txt")
+    return read_class_table(path), path
+
+
+def _write_root_files(config, table, sections, geotransforms) -> None:
+    dataset_root.write_classes(config.out_dir, table)
+    dataset_root.write_geotransforms(config.out_dir, geotransforms)
+    # dataset.ini last: a crash leaves no root that looks complete.
+    dataset_root.write_dataset_ini(config.out_dir, sections)
+
+
+def _section(year: int, pix10: int, nobs: int, tiletable: str) -> dataset_root.DatasetSection:
+    return dataset_root.DatasetSection(
+        name=str(year), datadir=writer.datadir(year), pix10=pix10, nobs=nobs, tiletable=tiletable
+    )
+
+
+def read_tile_folder(folder: str, dates: dict):
+    """Reads one tile folder of the PyTorch port: stacks per key, labels, and its 10 m grid."""
+    reference = grid_of(_open(dates[next(iter(dates))]["10m"])[0][1])
+    stacks = {key: [] for key, _ in RESOLUTIONS.values()}
+    for files in dates.values():
+        for suffix, (key, names) in RESOLUTIONS.items():
+            sources = _open(files[suffix])
+            for path, dataset in sources:
+                check_same_grid(reference, grid_of(dataset), path, _FACTORS[suffix])
+            stacks[key].append(_read(sources, len(names)))
+    labels_path = os.path.join(folder, LABELS_FILE)
+    dataset = open_raster(labels_path)
+    check_same_grid(reference, grid_of(dataset), labels_path)
+    labels = read_bands(labels_path, 1, dataset=dataset)[..., 0]
+    return {key: np.stack(values) for key, values in stacks.items()}, labels, reference
+
+
+def ingest_tile_folders(config: IngestConfig) -> dict:
+    """Ingests `<input>/data/<tileid>/` folders (the PyTorch port's layout) into a dataset root."""
+    data = os.path.join(config.input, "data")
+    tileids = sorted(
+        (name for name in os.listdir(data) if os.path.isdir(os.path.join(data, name))),
+        key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name),
+    )
+    if not tileids:
+        raise RasterError(f"{data}: no tile folders")
+    table, _ = _class_table(config)
+    all_dates = {tileid: find_dates(os.path.join(data, tileid)) for tileid in tileids}
+    nobs = collections.Counter()
+    for dates in all_dates.values():
+        for year, year_dates in _years_of(dates).items():
+            nobs[year] = max(nobs[year], len(year_dates))
+    datadirs = [writer.datadir(year) for year in sorted(nobs)]
+    dataset_root.prepare_root(config.out_dir, datadirs, config.overwrite)
+    geotransforms, pix10 = {}, None
+    for tileid in tileids:
+        folder, dates = os.path.join(data, tileid), all_dates[tileid]
+        stacks, labels, grid = read_tile_folder(folder, dates)
+        if pix10 is None:
+            pix10 = grid.width
+        if (grid.width, grid.height) != (pix10, pix10) or pix10 % 6:
+            raise RasterError(
+                f"{folder}: tiles are {grid.width} x {grid.height} pixels; expected square "
+                f"tiles of {pix10} pixels (a multiple of 6) like the first tile"
+            )
+        check_labels(labels, table, os.path.join(folder, LABELS_FILE))
+        geotransforms[tileid] = to_geotransform(grid)
+        index = 0
+        for year, year_dates in _years_of(dates).items():
+            part = {key: values[index : index + len(year_dates)] for key, values in stacks.items()}
+            index += len(year_dates)
+            tile = _make_tile(tileid, part, year_dates, labels, nobs[year])
+            path = os.path.join(config.out_dir, writer.datadir(year), f"{tileid}.tfrecord.gz")
+            _write(path, tile, config.schema, folder)
+    source_tileids = os.path.join(config.input, "tileids")
+    if os.path.isdir(source_tileids):
+        shutil.copytree(source_tileids, os.path.join(config.out_dir, "tileids"))
+    tiletable = os.path.basename(os.path.normpath(config.input))
+    sections = [_section(year, pix10, count, tiletable) for year, count in sorted(nobs.items())]
+    _write_root_files(config, table, sections, geotransforms)
+    return {
+        "layout": "tile folders",
+        "root": config.out_dir,
+        "tiles": len(tileids),
+        "pix10": pix10,
+        "nobs": dict(sorted(nobs.items())),
+        "tileids_copied": os.path.isdir(source_tileids),
+    }
+
+
+def _write(path: str, tile: records.Tile, schema: str, source: str) -> None:
+    try:
+        records.write_tile(path, tile, schema)
+    except records.RecordError as error:
+        raise RasterError(f"{source}: {error}") from error
+
+
+def _open_scene(dates: dict) -> tuple[Grid, dict]:
+    """Opens every file of a scene; raises naming the first whose grid differs from the first
+    date's 10 m grid (CRS, origin, pixel size or extent) or that lacks bands."""
+    reference = grid_of(_open(dates[next(iter(dates))]["10m"])[0][1])
+    opened = {}
+    for date, files in dates.items():
+        for suffix, (_, names) in RESOLUTIONS.items():
+            sources = _open(files[suffix])
+            for path, dataset in sources:
+                grid = grid_of(dataset)
+                if suffix == "10m":
+                    check_same_grid(reference, grid, path)
+                else:  # coarser bands may round their size either way at a ragged border
+                    check_aligned(reference, grid, path, _FACTORS[suffix])
+                expected = len(names) if len(sources) == 1 else 1
+                if dataset.RasterCount < expected:
+                    raise RasterError(
+                        f"{path}: has {dataset.RasterCount} band(s), expected {expected}"
+                    )
+            opened[date, suffix] = sources
+    return reference, opened
+
+
+def _scene_labels(config: IngestConfig, reference: Grid) -> tuple[str, str | None]:
+    """The labels raster to read (rasterised into out_dir for a vector file) and that temp file."""
+    if config.labels is None:
+        raise RasterError(f"{config.input}: a scene needs --labels (a raster or a vector file)")
+    if config.labels.lower().endswith(_VECTOR_SUFFIXES):
+        temporary = os.path.join(config.out_dir, f".labels-{os.getpid()}.tif")
+        rasters.rasterize_labels(config.labels, config.label_attribute, reference, temporary)
+        return temporary, temporary
+    check_aligned(reference, grid_of(open_raster(config.labels)), config.labels)
+    return config.labels, None
+
+
+def ingest_scene(config: IngestConfig) -> dict:
+    """Cuts a scene folder into tiles of pix10 px and writes a dataset root.
+
+    The ragged border (the last width % pix10 columns and height % pix10 rows) is dropped. The
+    scene is read one row of tiles at a time, so memory holds one row of tiles of all dates.
+    """
+    dates = find_dates(config.input)
+    reference, opened = _open_scene(dates)
+    table, _ = _class_table(config)
+    pix10 = config.pix10
+    num_tiles_x, num_tiles_y = reference.width // pix10, reference.height // pix10
+    if not num_tiles_x or not num_tiles_y:
+        raise RasterError(
+            f"{dates[next(iter(dates))]['10m']}: {reference.width} x {reference.height} pixels "
+            f"hold no whole tile of {pix10} pixels"
+        )
+    years = _years_of(dates)
+    datadirs = [writer.datadir(year) for year in years]
+    dataset_root.prepare_root(config.out_dir, datadirs, config.overwrite)
+    labels_path, temporary = _scene_labels(config, reference)
+    try:
+        labels_dataset = open_raster(labels_path)
+        geotransforms = {}
+        for row in range(num_tiles_y):
+            window_labels = read_bands(
+                labels_path, 1, (0, row * pix10, num_tiles_x * pix10, pix10), labels_dataset
+            )[..., 0]
+            check_labels(window_labels, table, config.labels)
+            stacks = {}
+            for suffix, (key, names) in RESOLUTIONS.items():
+                size = pix10 // _FACTORS[suffix]
+                window = (0, row * size, num_tiles_x * size, size)
+                stacks[key] = np.stack(
+                    [_read(opened[date, suffix], len(names), window) for date in dates]
+                )  # [dates, size, num_tiles_x * size, bands]
+            for column in range(num_tiles_x):
+                tileid = str(row * num_tiles_x + column)
+                xmin, xres, _, ymax, _, yres = reference.geotransform
+                geotransforms[tileid] = dataset_root.Geotransform(
+                    xmin=xmin + column * pix10 * xres, xres=xres,
+                    ymax=ymax + row * pix10 * yres, yres=abs(yres), srid=reference.epsg,
+                )  # fmt: skip
+                labels = window_labels[:, column * pix10 : (column + 1) * pix10]
+                index = 0
+                for year, year_dates in years.items():
+                    part = {}
+                    for suffix, (key, _) in RESOLUTIONS.items():
+                        size = pix10 // _FACTORS[suffix]
+                        values = stacks[key][index : index + len(year_dates)]
+                        part[key] = values[:, :, column * size : (column + 1) * size]
+                    index += len(year_dates)
+                    tile = _make_tile(tileid, part, year_dates, labels, len(year_dates))
+                    name = f"{tileid}.tfrecord.gz"
+                    path = os.path.join(config.out_dir, writer.datadir(year), name)
+                    _write(path, tile, config.schema, config.input)
+    finally:
+        if temporary and os.path.exists(temporary):
+            os.remove(temporary)
+    summary = _write_scene_splits(config, num_tiles_y, num_tiles_x)
+    tiletable = os.path.basename(os.path.normpath(config.input))
+    sections = [_section(year, pix10, len(d), tiletable) for year, d in years.items()]
+    _write_root_files(config, table, sections, geotransforms)
+    return {
+        "layout": "scene",
+        "root": config.out_dir,
+        "tiles": f"{num_tiles_x} x {num_tiles_y}",
+        "dropped_border_pixels": [reference.width % pix10, reference.height % pix10],
+        "pix10": pix10,
+        "epsg": reference.epsg,
+        "nobs": {year: len(year_dates) for year, year_dates in years.items()},
+        **summary,
+    }
+
+
+def _write_scene_splits(config: IngestConfig, num_tiles_y: int, num_tiles_x: int) -> dict:
+    """Writes a spatial block split; a grid too small for the folds gets no split (reported)."""
+    try:
+        block_size = splits.choose_block_size(
+            num_tiles_y, num_tiles_x, config.num_folds, config.seed, writer.MAX_BLOCK_SIZE
+        )
+    except ValueError as error:
+        return {"splits": f"none written: {error}"}
+    groups = splits.block_groups(
+        num_tiles_y, num_tiles_x, config.num_folds, block_size, config.seed
+    )
+    tile_splits = splits.split_tileids(groups, config.num_folds)
+    for name, tileids in tile_splits.items():
+        dataset_root.write_tileids(config.out_dir, name, tileids)
+    return {
+        "splits": {name: len(tileids) for name, tileids in tile_splits.items()},
+        "block_size": block_size,
+    }
+
+
+def ingest(config: IngestConfig) -> dict:
+    """Ingests tile folders if `<input>/data/` exists, else a scene folder; returns a summary."""
+    config.validate()
+    if os.path.isdir(os.path.join(config.input, "data")):
+        return ingest_tile_folders(config)
+    return ingest_scene(config)

@@ -1,0 +1,314 @@
+"""GDAL helpers: open rasters with errors naming the file, read windows, write GeoTIFFs, grids."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import numpy as np
+from osgeo import gdal, osr
+
+from data_pipeline import dataset_root, records
+
+gdal.UseExceptions()
+osr.UseExceptions()
+
+# Tiled and compressed: QGIS and GDAL read windows of it without decompressing the whole file.
+GEOTIFF_OPTIONS = ("TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2")
+# Files of one date in the PyTorch port's layout: suffix -> (record key, band names).
+RESOLUTIONS = {
+    "10m": ("x10", records.BANDS10),
+    "20m": ("x20", records.BANDS20),
+    "60m": ("x60", records.BANDS60),
+}
+LABELS_FILE = "y.tif"
+_TOLERANCE = 1e-6  # metres; origins of grids that agree differ by rounding only
+
+
+class RasterError(ValueError):
+    """A raster is missing, unreadable or does not fit; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Where a raster lies: size in pixels, GDAL geotransform, and its CRS."""
+
+    width: int
+    height: int
+    geotransform: tuple[float, ...]
+    wkt: str
+    epsg: int  # 0 if the CRS has none (or is absent)
+
+    @property
+    def xres(self) -> float:
+        return self.geotransform[1]
+
+    @property
+    def yres(self) -> float:
+        return abs(self.geotransform[5])
+
+    def same_crs(self, other: Grid) -> bool:
+        if not self.wkt or not other.wkt:
+            return self.wkt == other.wkt
+        mine, theirs = osr.SpatialReference(), osr.SpatialReference()
+        mine.ImportFromWkt(self.wkt)
+        theirs.ImportFromWkt(other.wkt)
+        return bool(mine.IsSame(theirs))
+
+
+def epsg_of(wkt: str) -> int:
+    """EPSG code of a CRS in WKT (0 if there is none, or GDAL cannot identify it)."""
+    if not wkt:
+        return 0
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    try:
+        srs.AutoIdentifyEPSG()
+    except RuntimeError:
+        pass  # not identifiable; the authority code may still be in the WKT
+    code = srs.GetAuthorityCode(None)
+    return int(code) if code and code.isdigit() else 0
+
+
+def open_raster(path: str) -> gdal.Dataset:
+    """Opens a raster read-only; raises RasterError naming the file if missing or unreadable."""
+    if not os.path.isfile(path):
+        raise RasterError(f"{path}: no such file")
+    try:
+        dataset = gdal.Open(path, gdal.GA_ReadOnly)
+    except RuntimeError as error:
+        raise RasterError(f"{path}: unreadable raster: {error}") from error
+    if dataset is None or dataset.RasterCount == 0:
+        raise RasterError(f"{path}: unreadable raster (no bands)")
+    return dataset
+
+
+def grid_of(dataset: gdal.Dataset) -> Grid:
+    wkt = dataset.GetProjection() or ""
+    return Grid(
+        width=dataset.RasterXSize,
+        height=dataset.RasterYSize,
+        geotransform=tuple(dataset.GetGeoTransform()),
+        wkt=wkt,
+        epsg=epsg_of(wkt),
+    )
+
+
+def read_grid(path: str) -> Grid:
+    return grid_of(open_raster(path))
+
+
+def read_bands(
+    path: str,
+    num_bands: int,
+    window: tuple[int, int, int, int] | None = None,
+    dataset: gdal.Dataset | None = None,
+) -> np.ndarray:
+    """Reads the first `num_bands` bands of a raster, or a window of them.
+
+    Args:
+      path: the file (named in errors).
+      num_bands: bands expected; fewer raises, more are ignored.
+      window: (xoff, yoff, xsize, ysize) in pixels; the whole raster if None.
+      dataset: the file already opened, to read many windows without reopening it.
+
+    Returns:
+      [ysize, xsize, num_bands] in the raster's data type.
+
+    Raises:
+      RasterError: naming the file, if it has too few bands, the window lies outside it, or a
+        read fails (e.g. a truncated file).
+    """
+    dataset = dataset or open_raster(path)
+    if dataset.RasterCount < num_bands:
+        raise RasterError(f"{path}: has {dataset.RasterCount} band(s), expected {num_bands}")
+    xoff, yoff, xsize, ysize = window or (0, 0, dataset.RasterXSize, dataset.RasterYSize)
+    if xoff + xsize > dataset.RasterXSize or yoff + ysize > dataset.RasterYSize:
+        raise RasterError(
+            f"{path}: window {window} lies outside the raster "
+            f"({dataset.RasterXSize} x {dataset.RasterYSize} pixels)"
+        )
+    try:
+        bands = [
+            dataset.GetRasterBand(index + 1).ReadAsArray(xoff, yoff, xsize, ysize)
+            for index in range(num_bands)
+        ]
+    except RuntimeError as error:
+        raise RasterError(f"{path}: read failed: {error}") from error
+    if any(band is None for band in bands):
+        raise RasterError(f"{path}: read failed")
+    return np.stack(bands, axis=-1)
+
+
+def _gdal_type(dtype: np.dtype) -> int:
+    from osgeo import gdal_array
+
+    return gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
+
+
+def srs_wkt(epsg: int) -> str:
+    """WKT of an EPSG code; empty for 0 (no CRS)."""
+    if not epsg:
+        return ""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(int(epsg))
+    return srs.ExportToWkt()
+
+
+def create_geotiff(
+    path: str,
+    width: int,
+    height: int,
+    num_bands: int,
+    dtype: np.dtype,
+    geotransform: tuple[float, ...],
+    epsg: int,
+    band_names: tuple[str, ...] = (),
+) -> gdal.Dataset:
+    """Creates a tiled, DEFLATE-compressed GeoTIFF to write windows into; close by dropping it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    driver = gdal.GetDriverByName("GTiff")
+    dataset = driver.Create(
+        path, width, height, num_bands, _gdal_type(dtype), options=list(GEOTIFF_OPTIONS)
+    )
+    dataset.SetGeoTransform(tuple(geotransform))
+    if epsg:
+        dataset.SetProjection(srs_wkt(epsg))
+    for index, name in enumerate(band_names[:num_bands]):
+        dataset.GetRasterBand(index + 1).SetDescription(name)
+    return dataset
+
+
+def write_geotiff(
+    path: str,
+    array: np.ndarray,
+    geotransform: tuple[float, ...],
+    epsg: int,
+    band_names: tuple[str, ...] = (),
+) -> None:
+    """Writes [height, width] or [height, width, bands] as a tiled, DEFLATE-compressed GeoTIFF."""
+    array = array[..., None] if array.ndim == 2 else array
+    height, width, num_bands = array.shape
+    dataset = create_geotiff(
+        path, width, height, num_bands, array.dtype, geotransform, epsg, band_names
+    )
+    for index in range(num_bands):
+        dataset.GetRasterBand(index + 1).WriteArray(array[..., index])
+    dataset.FlushCache()
+    dataset = None  # closes the file
+
+
+def rasterize_labels(vector: str, attribute: str, reference: Grid, path: str) -> str:
+    """Burns a vector file's `attribute` onto the reference grid as a uint16 GeoTIFF at `path`.
+
+    Raises:
+      RasterError: naming the vector file, if unreadable or lacking the attribute.
+    """
+    if not os.path.isfile(vector):
+        raise RasterError(f"{vector}: no such file")
+    try:
+        source = gdal.OpenEx(vector, gdal.OF_VECTOR)
+    except RuntimeError as error:
+        raise RasterError(f"{vector}: unreadable vector file: {error}") from error
+    if source is None or source.GetLayerCount() == 0:
+        raise RasterError(f"{vector}: unreadable vector file (no layers)")
+    layer = source.GetLayer(0)
+    definition = layer.GetLayerDefn()
+    fields = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+    if attribute not in fields:
+        raise RasterError(f"{vector}: no attribute {attribute!r}; fields are {fields}")
+    write_geotiff(
+        path, np.zeros((reference.height, reference.width), np.uint16), reference.geotransform, 0
+    )
+    target = gdal.Open(path, gdal.GA_Update)
+    target.SetProjection(reference.wkt)
+    gdal.Rasterize(target, source, attribute=attribute, layers=[layer.GetName()])
+    target.FlushCache()
+    return path
+
+
+def scaled(geotransform: tuple[float, ...], factor: int) -> tuple[float, ...]:
+    """The geotransform of the same origin with pixels `factor` times larger."""
+    xmin, xres, xskew, ymax, yskew, yres = geotransform
+    return (xmin, xres * factor, xskew, ymax, yskew, yres * factor)
+
+
+def check_aligned(reference: Grid, grid: Grid, path: str, factor: int = 1) -> None:
+    """Raises RasterError naming `path` unless `grid` has the reference's CRS and origin, and
+    pixels `factor` times the reference's size (factor 2 for 20 m bands on a 10 m grid)."""
+    if not reference.same_crs(grid):
+        raise RasterError(
+            f"{path}: CRS (EPSG {grid.epsg or 'unknown'}) differs from the scene's "
+            f"(EPSG {reference.epsg or 'unknown'})"
+        )
+    expected = scaled(reference.geotransform, factor)
+    if not np.allclose(grid.geotransform, expected, rtol=0, atol=_TOLERANCE):
+        raise RasterError(
+            f"{path}: geotransform {grid.geotransform} does not match the scene's {expected}"
+        )
+
+
+def check_same_grid(reference: Grid, grid: Grid, path: str, factor: int = 1) -> None:
+    """Like `check_aligned`, and the size must be the reference's divided by `factor`."""
+    check_aligned(reference, grid, path, factor)
+    size = (-(-reference.width // factor), -(-reference.height // factor))
+    if (grid.width, grid.height) != size:
+        raise RasterError(
+            f"{path}: {grid.width} x {grid.height} pixels, expected {size[0]} x {size[1]} "
+            "(the extent differs from the scene's)"
+        )
+
+
+def to_geotransform(grid: Grid) -> dataset_root.Geotransform:
+    xmin, xres, _, ymax, _, yres = grid.geotransform
+    return dataset_root.Geotransform(
+        xmin=xmin, xres=xres, ymax=ymax, yres=abs(yres), srid=grid.epsg
+    )
+
+
+def date_name(year: int, doy: int) -> str:
+    """`YYYYMMDD` of a year and day of year."""
+    date = datetime.date(int(year), 1, 1) + datetime.timedelta(days=int(doy) - 1)
+    return date.strftime("%Y%m%d")
+
+
+def write_tile_geotiffs(
+    folder: str,
+    tile: records.Tile,
+    geotransform: dataset_root.Geotransform | None = None,
+    write_labels: bool = True,
+) -> list[str]:
+    """Writes a tile as the PyTorch port's GeoTIFFs: `<YYYYMMDD>_10m/_20m/_60m.tif` per real
+    observation and `y.tif` (labels); returns the paths.
+
+    Without a geotransform the tile is placed at (0, 0) with 10 m pixels and no CRS.
+    """
+    base = geotransform.gdal() if geotransform else (0.0, 10.0, 0.0, 0.0, 0.0, -10.0)
+    epsg = geotransform.srid if geotransform else 0
+    paths = []
+    for index in np.flatnonzero(tile.doy > 0):
+        date = date_name(tile.year[index], tile.doy[index])
+        for suffix, factor in (("10m", 1), ("20m", 2), ("60m", 6)):
+            key, names = RESOLUTIONS[suffix]
+            path = os.path.join(folder, f"{date}_{suffix}.tif")
+            values = np.asarray(getattr(tile, key)[index]).astype(np.uint16)
+            write_geotiff(path, values, scaled(base, factor), epsg, names)
+            paths.append(path)
+    if write_labels:
+        path = os.path.join(folder, LABELS_FILE)
+        write_geotiff(path, np.asarray(tile.labels).astype(np.uint16), base, epsg, ("labels",))
+        paths.append(path)
+    return paths
+
+
+def record_to_geotiffs(record: str, out_dir: str, root: str | None = None) -> list[str]:
+    """Writes a record's tile as the PyTorch port's GeoTIFFs, placed by the root's
+    geotransforms.csv when it lists the tile (else at (0, 0) with no CRS); returns the paths.
+
+    Raises:
+      records.RecordError: naming the record if it is unreadable.
+    """
+    tile, _ = records.read_tile(record)
+    geotransform = dataset_root.read_geotransforms(root).get(tile.tileid) if root else None
+    return write_tile_geotiffs(out_dir, tile, geotransform)
