@@ -128,7 +128,7 @@ def _open(paths: str | tuple[str, ...]) -> list[tuple[str, object]]:
     return [(path, open_raster(path)) for path in ((paths,) if isinstance(paths, str) else paths)]
 
 
-def _read(sources: list, num_bands: int, window=None) -> np.ndarray:
+def read_sources(sources: list, num_bands: int, window=None) -> np.ndarray:
     """Reads [height, width, num_bands] from a stack or from one file per band."""
     if len(sources) == 1:
         return read_bands(sources[0][0], num_bands, window, sources[0][1])
@@ -211,7 +211,7 @@ def read_tile_folder(folder: str, dates: dict):
             sources = _open(files[suffix])
             for path, dataset in sources:
                 check_same_grid(reference, grid_of(dataset), path, _FACTORS[suffix])
-            stacks[key].append(_read(sources, len(names)))
+            stacks[key].append(read_sources(sources, len(names)))
     labels_path = os.path.join(folder, LABELS_FILE)
     dataset = open_raster(labels_path)
     check_same_grid(reference, grid_of(dataset), labels_path)
@@ -279,7 +279,7 @@ def _write(path: str, tile: records.Tile, schema: str, source: str) -> None:
         raise RasterError(f"{source}: {error}") from error
 
 
-def _open_scene(dates: dict) -> tuple[Grid, dict]:
+def open_scene(dates: dict) -> tuple[Grid, dict]:
     """Opens every file of a scene; raises naming the first whose grid differs from the first
     date's 10 m grid (CRS, origin, pixel size or extent) or that lacks bands."""
     reference = grid_of(_open(dates[next(iter(dates))]["10m"])[0][1])
@@ -321,7 +321,7 @@ def ingest_scene(config: IngestConfig) -> dict:
     scene is read one row of tiles at a time, so memory holds one row of tiles of all dates.
     """
     dates = find_dates(config.input)
-    reference, opened = _open_scene(dates)
+    reference, opened = open_scene(dates)
     table, _ = _class_table(config)
     pix10 = config.pix10
     num_tiles_x, num_tiles_y = reference.width // pix10, reference.height // pix10
@@ -347,7 +347,7 @@ def ingest_scene(config: IngestConfig) -> dict:
                 size = pix10 // _FACTORS[suffix]
                 window = (0, row * size, num_tiles_x * size, size)
                 stacks[key] = np.stack(
-                    [_read(opened[date, suffix], len(names), window) for date in dates]
+                    [read_sources(opened[date, suffix], len(names), window) for date in dates]
                 )  # [dates, size, num_tiles_x * size, bands]
             for column in range(num_tiles_x):
                 tileid = str(row * num_tiles_x + column)

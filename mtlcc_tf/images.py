@@ -118,21 +118,27 @@ def write_class_geotiff(
     else:
         raise ValueError(f"label id {max_id} does not fit a uint16 GeoTIFF")
     dataset = _create_geotiff(path, label_ids.astype(dtype), data_type, geotransform)
-    band = dataset.GetRasterBand(1)
+    describe_class_band(dataset.GetRasterBand(1), class_table)
+    dataset.FlushCache()
+    dataset = None  # closing the GDAL dataset writes the file
+
+
+def describe_class_band(band, class_table: dataset_root.ClassTable) -> None:
+    """Gives a band of label ids the PNGs' colours as a colour table and the class names as
+    category names (which QGIS shows as a legend)."""
+    gdal, _ = _gdal()
     colors = class_colors(class_table.num_classes)
     table = gdal.ColorTable()
-    names = [""] * (max_id + 1)
-    for label_id, name in zip(class_table.ids, class_table.names, strict=True):
-        names[label_id] = name
     table.SetColorEntry(dataset_root.UNKNOWN_ID, (*UNKNOWN_COLOR, 255))
     for index, label_id in enumerate(class_table.known_ids):
         table.SetColorEntry(label_id, (*(int(c) for c in colors[index]), 255))
+    names = [""] * (max(class_table.ids) + 1)
+    for label_id, name in zip(class_table.ids, class_table.names, strict=True):
+        names[label_id] = name
     band.SetRasterColorTable(table)
     band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
     band.SetCategoryNames(names)
     band.SetDescription("predicted class (label id)")
-    dataset.FlushCache()
-    dataset = None  # closing the GDAL dataset writes the file
 
 
 def write_float_geotiff(

@@ -1,0 +1,64 @@
+"""Predicts a class map of a whole scene folder with a SavedModel or a trained model directory.
+
+python -m mtlcc_tf.predict --model=runs/convgru/saved_model --input=scenes/T32UQU \
+    --output=maps/T32UQU.tif [--tile_size=48 --overlap=16 --batch_size=4 --checkpoint=best]
+
+Writes MAP.tif (the dataset's label ids, with a colour table and class names) and
+MAP_confidence.tif (probability of the predicted class) on the scene's 10 m grid; see
+predict_lib for the windows and how their overlaps are blended.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from data_pipeline import dataset_root
+from mtlcc_tf import predict_lib
+
+_MODEL = flags.DEFINE_string(
+    "model", None, "SavedModel folder (mtlcc_tf.export) or model directory (mtlcc_tf.train)."
+)
+_INPUT = flags.DEFINE_string("input", None, "Scene folder: <YYYYMMDD>_10m/_20m/_60m.tif per date.")
+_OUTPUT = flags.DEFINE_string("output", None, "Class-id GeoTIFF to write.")
+_CONFIDENCE_OUTPUT = flags.DEFINE_string(
+    "confidence_output", None, "Confidence GeoTIFF; default <output stem>_confidence.tif."
+)
+_TILE_SIZE = flags.DEFINE_integer("tile_size", 48, "Window size in 10 m pixels (multiple of 6).")
+_OVERLAP = flags.DEFINE_integer(
+    "overlap", 16, "Pixels shared by neighbouring windows (rounded up to a 6 px stride)."
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Windows per model call.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best", "For a model directory: 'best', 'last' or a checkpoint path."
+)
+_YEAR = flags.DEFINE_integer("year", None, "Year of the dates to use (scenes of several years).")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = predict_lib.PredictConfig(
+        input=_INPUT.value,
+        output=_OUTPUT.value,
+        confidence_output=_CONFIDENCE_OUTPUT.value,
+        tile_size=_TILE_SIZE.value,
+        overlap=_OVERLAP.value,
+        batch_size=_BATCH_SIZE.value,
+        year=_YEAR.value,
+    )
+    try:
+        config.validate()
+        predictor = predict_lib.load_predictor(_MODEL.value, _CHECKPOINT.value)
+        logging.info("predicting with %s", predictor.source)
+        summary = predict_lib.predict_scene(config, predictor)
+    except (FileNotFoundError, ValueError, dataset_root.DatasetError) as error:
+        sys.exit(f"predict: {error}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model", "input", "output"])
+    app.run(main)
