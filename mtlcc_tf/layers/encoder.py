@@ -20,6 +20,17 @@ def reverse_within_length(sequence: tf.Tensor, sequence_length: tf.Tensor) -> tf
     return tf.reverse_sequence(sequence, sequence_length, seq_axis=0, batch_axis=1)
 
 
+def encoder_output_spec(
+    inputs_shape, aggregation: str, num_layers: int, num_directions: int, filters: int, dtype
+) -> keras.KerasTensor:
+    """Output spec of an encoder: [batch, H, W, C] for `state`, else [batch, T, H, W, C]."""
+    batch, time, height, width, _ = inputs_shape
+    if aggregation == "state":
+        channels = num_layers * num_directions * filters
+        return keras.KerasTensor((batch, height, width, channels), dtype=dtype)
+    return keras.KerasTensor((batch, time, height, width, num_directions * filters), dtype=dtype)
+
+
 @keras.saving.register_keras_serializable(package="mtlcc_tf")
 class ConvRNNEncoder(keras.layers.Layer):
     """Stack of (bidirectional) ConvLSTM / ConvGRU layers, as `convrnn_layer` of the original.
@@ -194,19 +205,17 @@ class ConvRNNEncoder(keras.layers.Layer):
     def compute_output_spec(
         self, inputs, sequence_length, training=None, return_state_sequences=False
     ):
-        batch, time, height, width, _ = inputs.shape
         if return_state_sequences:
+            batch, time, height, width, _ = inputs.shape
             shape = (batch, time, height, width, self.filters)
             return {
                 name: keras.KerasTensor(shape, dtype="float32")
                 for name in self.state_sequence_names()
             }
-        num_directions = len(self.directions)
-        if self.aggregation == "state":
-            channels = self.num_layers * num_directions * self.filters
-            return keras.KerasTensor((batch, height, width, channels), dtype=self.compute_dtype)
-        channels = num_directions * self.filters
-        return keras.KerasTensor((batch, time, height, width, channels), dtype=self.compute_dtype)
+        return encoder_output_spec(
+            inputs.shape, self.aggregation, self.num_layers, len(self.directions), self.filters,
+            self.compute_dtype,
+        )  # fmt: skip
 
     def get_config(self):
         config = super().get_config()

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from mtlcc_tf.layers.encoder import AGGREGATIONS
+from mtlcc_tf.layers.encoder import AGGREGATIONS, encoder_output_spec
 
 
 @keras.saving.register_keras_serializable(package="mtlcc_tf")
@@ -96,13 +96,11 @@ class StockConvLSTMEncoder(keras.layers.Layer):
         return sequence * tf.cast(mask, sequence.dtype)[:, :, None, None, None]
 
     def compute_output_spec(self, inputs, sequence_length, training=None):
-        batch, time, height, width, _ = inputs.shape
         num_directions = 2 if self.bidirectional else 1
-        if self.aggregation == "state":
-            channels = self.num_layers * num_directions * self.filters
-            return keras.KerasTensor((batch, height, width, channels), dtype=self.compute_dtype)
-        channels = num_directions * self.filters
-        return keras.KerasTensor((batch, time, height, width, channels), dtype=self.compute_dtype)
+        return encoder_output_spec(
+            inputs.shape, self.aggregation, self.num_layers, num_directions, self.filters,
+            self.compute_dtype,
+        )  # fmt: skip
 
     def get_config(self):
         config = super().get_config()
