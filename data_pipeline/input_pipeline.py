@@ -215,8 +215,10 @@ def build_dataset(
             seed=subsample_seed if config.training else None,
         )
         if config.cloud_injection > 0:
-            # Seeded by the file, not the position, so a tile gets the same clouds in every run.
-            tile_key = tf.strings.to_hash_bucket_fast(features["source"], 2**31 - 1)
+            # Seeded by the file (datadir/name, not where the root lives), not the position, so a
+            # tile gets the same clouds in every run and in every copy of the dataset.
+            relative = tf.strings.regex_replace(features["source"], r"^.*?([^/]+/[^/]+)$", r"\1")
+            tile_key = tf.strings.to_hash_bucket_fast(relative, 2**31 - 1)
             inject_seed = tf.stack([config.seed, tf.cast(tile_key, tf.int32)])
             features = transforms.inject_clouds(features, config.cloud_injection, inject_seed)
         features = transforms.to_model_inputs(features)

@@ -26,11 +26,12 @@ def random_tile(
     num_real: int = 6,
     year: int = 2016,
     cloud_mask: bool = True,
+    max_reflectance: int = 10000,
 ) -> records.Tile:
     """A tile of random reflectances with `num_real` observations and zero padding after them."""
 
     def raster(size, bands):
-        values = rng.integers(1, 10000, (nobs, size, size, bands))
+        values = rng.integers(1, max_reflectance, (nobs, size, size, bands))
         values[num_real:] = 0
         return values
 
@@ -85,6 +86,7 @@ def write_random_root(
     schema: str = records.COMPACT,
     compression: str | None = "GZIP",
     seed: int = 0,
+    max_reflectance: int = 10000,
 ) -> dict[str, records.Tile]:
     """Writes a dataset root: tiles 0..n-1 in every year, train = even ids, eval = odd ids."""
     rng = np.random.default_rng(seed)
@@ -96,7 +98,13 @@ def write_random_root(
         sections.append(section)
         for index in range(num_tiles):
             tile = random_tile(
-                str(index), rng, pix10, nobs, num_real=nobs - 1 - index % 3, year=year
+                str(index),
+                rng,
+                pix10,
+                nobs,
+                num_real=nobs - 1 - index % 3,
+                year=year,
+                max_reflectance=max_reflectance,
             )
             path = os.path.join(root, section.datadir, f"{index}{suffix}")
             records.write_tile(path, tile, schema, compression)

@@ -69,7 +69,8 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path):
 
 def test_cloud_injection_is_deterministic_and_adds_bright_clouds(tmp_path):
     root = str(tmp_path)
-    write_random_root(root, num_tiles=4, pix10=24, nobs=8)
+    # A dark surface (reflectance < 0.15, like vegetation in blue) that clouds must brighten.
+    write_random_root(root, num_tiles=4, pix10=24, nobs=8, max_reflectance=1500)
     clear = dict(root=root, partition="eval", batch_size=2, training=False)
     base = collect(input_pipeline.build_dataset(DataConfig(**clear)))
     cloudy = collect(input_pipeline.build_dataset(DataConfig(**clear, cloud_injection=1.0, seed=3)))
