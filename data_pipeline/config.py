@@ -25,6 +25,8 @@ class DataConfig:
       cloud_injection: fraction of observations that get simulated clouds added (0 = off).
       seed: seed of shuffling, subsampling, augmentation and cloud injection.
       drop_remainder: drop the last partial batch (always when training or distributed).
+      deterministic: keep the order of training elements fixed for `seed` (parallel reads and
+        maps wait for each other, somewhat slower). Evaluation order is always fixed.
     """
 
     root: str
@@ -39,6 +41,7 @@ class DataConfig:
     cloud_injection: float = 0.0
     seed: int = 0
     drop_remainder: bool = False
+    deterministic: bool = False
 
     def validate(self) -> DataConfig:
         """Raises ValueError naming the bad setting; returns self for chaining."""

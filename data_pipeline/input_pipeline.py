@@ -169,6 +169,7 @@ def build_dataset(
     time_steps = config.temporal_samples or split.time_steps
     batch_size = config.batch_size
     seed = config.seed
+    ordered = not config.training or config.deterministic
     files = tf.data.Dataset.from_tensor_slices((list(split.files), list(split.expected_shapes)))
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(config.batch_size)
@@ -182,7 +183,7 @@ def build_dataset(
         return _read_first_record(path).map(lambda record, ok: (record, ok, path, expected_shape))
 
     dataset = files.interleave(
-        read, cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=not config.training
+        read, cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=ordered
     )
     if config.skip_corrupt:
         dataset = dataset.filter(_keep_readable)
@@ -199,7 +200,7 @@ def build_dataset(
         features["cloud_mask"] = tf.ensure_shape(features["cloud_mask"], [None, pix10, pix10])
         return transforms.map_labels(features, lookup)
 
-    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not config.training)
+    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     if config.skip_corrupt:
         dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.enumerate()
@@ -226,7 +227,7 @@ def build_dataset(
             features = transforms.augment(features, augment_seed)
         return {key: features[key] for key in BATCH_KEYS}
 
-    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=not config.training)
+    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     drop_remainder = config.drop_remainder or config.training or input_context is not None
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(AUTOTUNE)

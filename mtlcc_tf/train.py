@@ -13,6 +13,7 @@ import logging as python_logging
 import os
 import sys
 
+import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline import dataset_root, input_pipeline
@@ -51,6 +52,12 @@ flags.DEFINE_float(
     upper_bound=1.0,
 )
 flags.DEFINE_bool("skip_corrupt", False, "Skip unreadable records instead of failing.")
+flags.DEFINE_bool(
+    "deterministic",
+    False,
+    "Reproducible runs: a fixed order of training tiles for --data_seed and deterministic ops "
+    "(somewhat slower input).",
+)
 flags.DEFINE_integer(
     "batchsize", 4, "Global training batch size (split across replicas).", lower_bound=1
 )
@@ -145,6 +152,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         skip_corrupt=values.skip_corrupt,
         cloud_injection=values.cloud_injection,
         seed=values.data_seed,
+        deterministic=values.deterministic,
     )
     eval_data = dataclasses.replace(
         train_data,
@@ -236,6 +244,8 @@ def main(argv: list[str]) -> None:
         write_flags(os.path.join(FLAGS.model_dir, "flags.txt"))
     # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.
     python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     result = train_lib.train_and_evaluate(
         model, train_data, eval_data, train, runtime, FLAGS.model_dir

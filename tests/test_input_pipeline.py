@@ -44,6 +44,16 @@ def test_training_batches_subsample_and_are_reproducible(tmp_path):
     assert not np.array_equal(first["doy"], other["doy"])
 
 
+def test_deterministic_training_order_is_fixed_by_the_seed(tmp_path):
+    root = str(tmp_path)
+    write_random_root(root, num_tiles=8)
+    config = DataConfig(root=root, temporal_samples=4, batch_size=2, seed=5, deterministic=True)
+    first = collect(input_pipeline.build_dataset(config), 6)
+    again = collect(input_pipeline.build_dataset(config), 6)
+    for key in ("tileid", "inputs", "doy"):
+        np.testing.assert_array_equal(first[key], again[key])
+
+
 def test_years_and_missing_tiles(tmp_path, caplog):
     root = str(tmp_path)
     write_random_root(root, num_tiles=4, years=(2016, 2017))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -142,6 +143,20 @@ def test_entry_point_writes_flags_checkpoints_and_summaries(root, tmp_path):
     for folder in ("checkpoints", "best", "train", "validation"):
         assert os.listdir(os.path.join(model_dir, folder)), folder
     assert json.load(open(os.path.join(model_dir, "config.json")))["format"] == 1
+
+
+def test_deterministic_runs_end_with_identical_weights(root, tmp_path):
+    model, train_data, eval_data, train, runtime = tiny_configs(root, train_steps=3)
+    train_data = dataclasses.replace(train_data, deterministic=True)
+    weights = []
+    for run in ("a", "b"):
+        model_dir = str(tmp_path / run)
+        train_lib.train_and_evaluate(model, train_data, eval_data, train, runtime, model_dir)
+        restored, _ = model_dir_lib.restore_model(model_dir, "last")
+        weights.append(restored.get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for first, second in zip(*weights, strict=True):
+        np.testing.assert_array_equal(first, second)
 
 
 def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
