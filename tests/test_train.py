@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.config import DataConfig
+from mtlcc_tf import evaluate_lib, train_lib
 from mtlcc_tf import model_dir as model_dir_lib
-from mtlcc_tf import train_lib
 from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
 from tests.conftest import CLASSES, write_random_root
@@ -157,6 +157,16 @@ def test_deterministic_runs_end_with_identical_weights(root, tmp_path):
     assert len(weights[0]) == len(weights[1])
     for first, second in zip(*weights, strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+def test_validation_during_training_equals_evaluate_on_the_last_checkpoint(root, tmp_path):
+    model, train_data, eval_data, train, runtime = tiny_configs(root, train_steps=3)
+    model_dir = str(tmp_path / "run")
+    result = train_lib.train_and_evaluate(model, train_data, eval_data, train, runtime, model_dir)
+    restored, _ = model_dir_lib.restore_model(model_dir, "last")
+    summary = evaluate_lib.evaluate(restored, eval_data)
+    for key in ("num_pixels", "overall_accuracy", "kappa", "macro_f1"):
+        assert summary[key] == pytest.approx(result.validation[key], abs=1e-9), key
 
 
 def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
