@@ -32,8 +32,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # Without --no-build-isolation, pip builds against a private numpy and gdal_array is missing.
     .venv/bin/python -m pip install -q --no-build-isolation --no-cache-dir "gdal==$gdal_version"
   fi
-  .venv/bin/python -c "from osgeo import gdal, gdal_array; import tensorflow, keras" \
-    || { echo "[setup] installation check failed" >&2; exit 1; }
+  # Quiet on success (TensorFlow prints a oneDNN banner on import); the error if it fails.
+  if ! check="$(.venv/bin/python -c "from osgeo import gdal, gdal_array; import tensorflow, keras" 2>&1)"; then
+    echo "$check" >&2
+    echo "[setup] installation check failed" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import tensorflow as t, keras as k; from osgeo import gdal as g; print(f"tensorflow {t.__version__}, keras {k.__version__}, gdal {g.__version__}")' 2>/dev/null)"
