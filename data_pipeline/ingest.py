@@ -1,8 +1,10 @@
-"""Ingests GeoTIFFs (PyTorch-port tile folders or a whole scene) into a dataset root.
+"""Ingests GeoTIFFs (PyTorch-port tile folders or a whole scene) or Level-1C .SAFE products.
 
 python -m data_pipeline.ingest --input=mtlcc_pytorch --out_dir=data/ingested
 python -m data_pipeline.ingest --input=scene --out_dir=data/scene --pix10=24 \
     --labels=parcels.gpkg --label_attribute=class_id --classes=classes.txt
+python -m data_pipeline.ingest --input=safe_products --out_dir=data/T32UQU \
+    --labels=parcels.gpkg --classes=classes.txt
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ _INPUT = flags.DEFINE_string(
     "input",
     None,
     "Folder in the PyTorch port's layout (data/<tileid>/<YYYYMMDD>_10m.tif, _20m, _60m, y.tif, "
-    "classes.txt, tileids/) or a scene folder (<YYYYMMDD>_10m.tif, _20m.tif, _60m.tif per date).",
+    "classes.txt, tileids/), a scene folder (<YYYYMMDD>_10m.tif, _20m.tif, _60m.tif per date, or "
+    "<YYYYMMDD>_B04.tif per band), a Level-1C S2?_MSIL1C_*.SAFE folder or a folder of them.",
 )
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Dataset root to write (empty or absent).")
 _PIX10 = flags.DEFINE_integer("pix10", 24, "Scene only: tile width in 10 m pixels (24, 48).")

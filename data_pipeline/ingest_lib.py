@@ -1,12 +1,10 @@
-"""Ingests GeoTIFFs (the PyTorch port's tile folders, or a whole scene) into a dataset root."""
+"""Ingests GeoTIFFs (the PyTorch port's tile folders, or a whole scene) or Level-1C products."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
 import os
-import re
 import shutil
 import tempfile
 
@@ -25,11 +23,16 @@ from data_pipeline.rasters import (
     read_bands,
     to_geotransform,
 )
+from data_pipeline.scenes import (
+    FACTORS,
+    find_dates,
+    open_scene,
+    open_sources,
+    parse_date,
+    read_sources,
+)
 from data_pipeline.simulation import splits, writer
 
-_DATE_FILE = re.compile(r"^(\d{8})_(10m|20m|60m)\.tif$", re.IGNORECASE)
-_BAND_FILE = re.compile(r"^(\d{8})_(B0?\d{1,2}A?)\.tif$", re.IGNORECASE)
-_FACTORS = {"10m": 1, "20m": 2, "60m": 6}
 _VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".sqlite", ".gml", ".kml")
 
 
@@ -39,7 +42,8 @@ class IngestConfig:
 
     Attributes:
       input: a folder in the PyTorch port's layout (`data/<tileid>/<YYYYMMDD>_10m.tif`, ...) or
-        a scene folder (`<YYYYMMDD>_10m.tif`, `_20m.tif`, `_60m.tif` per date).
+        a scene: a folder of `<YYYYMMDD>_10m.tif`, `_20m.tif`, `_60m.tif` per date (or of one
+        file per band), a Level-1C `.SAFE` folder, or a folder of them (see scenes.find_dates).
       out_dir: the dataset root to write.
       pix10: tile width in 10 m pixels when cutting a scene (tile folders bring their own).
       schema: record schema, "compact" or "original".
@@ -70,69 +74,6 @@ class IngestConfig:
         if self.schema not in records.SCHEMA_VERSIONS:
             raise ValueError(f"unknown schema {self.schema!r}")
         return self
-
-
-def parse_date(date: str) -> tuple[int, int]:
-    """(year, day of year) of `YYYYMMDD`."""
-    day = datetime.datetime.strptime(date, "%Y%m%d").date()
-    return day.year, day.timetuple().tm_yday
-
-
-def _band_name(name: str) -> str:
-    """`B04` -> `B4`, `B8A` -> `B8A`: the names of records.BANDS10/20/60."""
-    return "B" + name[1:].lstrip("0").upper()
-
-
-def find_dates(folder: str) -> dict[str, dict[str, str | tuple[str, ...]]]:
-    """Date -> resolution ("10m", "20m", "60m") -> a stack's path, or a tuple of one path per
-    band (`<YYYYMMDD>_B04.tif`, ... in records.BANDS10/20/60 order); sorted by date.
-
-    Raises:
-      RasterError: naming the missing file if a date lacks a resolution (or one of its bands), or
-        the folder if it holds no such files.
-    """
-    stacks, bands = collections.defaultdict(dict), collections.defaultdict(dict)
-    for name in os.listdir(folder):
-        match = _DATE_FILE.match(name)
-        if match:
-            stacks[match.group(1)][match.group(2).lower()] = os.path.join(folder, name)
-        match = _BAND_FILE.match(name)
-        if match:
-            bands[match.group(1)][_band_name(match.group(2))] = os.path.join(folder, name)
-    if not stacks and not bands:
-        raise RasterError(
-            f"{folder}: no <YYYYMMDD>_10m.tif / _20m.tif / _60m.tif (or <YYYYMMDD>_B04.tif) files"
-        )
-    found = {}
-    for date in sorted(set(stacks) | set(bands)):
-        found[date] = {}
-        for suffix, (_, names) in RESOLUTIONS.items():
-            if suffix in stacks[date]:
-                found[date][suffix] = stacks[date][suffix]
-                continue
-            missing = [band for band in names if band not in bands[date]]
-            if not bands[date] or missing == list(names):
-                raise RasterError(f"{os.path.join(folder, f'{date}_{suffix}.tif')}: missing")
-            if missing:
-                raise RasterError(f"{os.path.join(folder, f'{date}_{missing[0]}.tif')}: missing")
-            found[date][suffix] = tuple(bands[date][band] for band in names)
-        try:
-            parse_date(date)
-        except ValueError as error:
-            raise RasterError(f"{folder}: {date} in a file name is no valid date") from error
-    return found
-
-
-def _open(paths: str | tuple[str, ...]) -> list[tuple[str, object]]:
-    """(path, opened dataset) of a stack, or of every band file of a resolution."""
-    return [(path, open_raster(path)) for path in ((paths,) if isinstance(paths, str) else paths)]
-
-
-def read_sources(sources: list, num_bands: int, window=None) -> np.ndarray:
-    """Reads [height, width, num_bands] from a stack or from one file per band."""
-    if len(sources) == 1:
-        return read_bands(sources[0][0], num_bands, window, sources[0][1])
-    return np.concatenate([read_bands(path, 1, window, data) for path, data in sources], axis=-1)
 
 
 def read_class_table(path: str) -> dataset_root.ClassTable:
@@ -204,13 +145,13 @@ def _section(year: int, pix10: int, nobs: int, tiletable: str) -> dataset_root.D
 
 def read_tile_folder(folder: str, dates: dict):
     """Reads one tile folder of the PyTorch port: stacks per key, labels, and its 10 m grid."""
-    reference = grid_of(_open(dates[next(iter(dates))]["10m"])[0][1])
+    reference = grid_of(open_sources(dates[next(iter(dates))]["10m"])[0][1])
     stacks = {key: [] for key, _ in RESOLUTIONS.values()}
     for files in dates.values():
         for suffix, (key, names) in RESOLUTIONS.items():
-            sources = _open(files[suffix])
+            sources = open_sources(files[suffix])
             for path, dataset in sources:
-                check_same_grid(reference, grid_of(dataset), path, _FACTORS[suffix])
+                check_same_grid(reference, grid_of(dataset), path, FACTORS[suffix])
             stacks[key].append(read_sources(sources, len(names)))
     labels_path = os.path.join(folder, LABELS_FILE)
     dataset = open_raster(labels_path)
@@ -279,29 +220,6 @@ def _write(path: str, tile: records.Tile, schema: str, source: str) -> None:
         raise RasterError(f"{source}: {error}") from error
 
 
-def open_scene(dates: dict) -> tuple[Grid, dict]:
-    """Opens every file of a scene; raises naming the first whose grid differs from the first
-    date's 10 m grid (CRS, origin, pixel size or extent) or that lacks bands."""
-    reference = grid_of(_open(dates[next(iter(dates))]["10m"])[0][1])
-    opened = {}
-    for date, files in dates.items():
-        for suffix, (_, names) in RESOLUTIONS.items():
-            sources = _open(files[suffix])
-            for path, dataset in sources:
-                grid = grid_of(dataset)
-                if suffix == "10m":
-                    check_same_grid(reference, grid, path)
-                else:  # coarser bands may round their size either way at a ragged border
-                    check_aligned(reference, grid, path, _FACTORS[suffix])
-                expected = len(names) if len(sources) == 1 else 1
-                if dataset.RasterCount < expected:
-                    raise RasterError(
-                        f"{path}: has {dataset.RasterCount} band(s), expected {expected}"
-                    )
-            opened[date, suffix] = sources
-    return reference, opened
-
-
 def _scene_labels(config: IngestConfig, reference: Grid) -> tuple[str, str | None]:
     """The labels raster to read (rasterised into out_dir for a vector file) and that temp file."""
     if config.labels is None:
@@ -318,7 +236,8 @@ def ingest_scene(config: IngestConfig) -> dict:
     """Cuts a scene folder into tiles of pix10 px and writes a dataset root.
 
     The ragged border (the last width % pix10 columns and height % pix10 rows) is dropped. The
-    scene is read one row of tiles at a time, so memory holds one row of tiles of all dates.
+    scene is read one row of tiles at a time, so memory holds one row of tiles of all dates, and
+    GDAL's block cache at most the blocks of every file that a row of tiles touches.
     """
     dates = find_dates(config.input)
     reference, opened = open_scene(dates)
@@ -337,38 +256,40 @@ def ingest_scene(config: IngestConfig) -> dict:
     try:
         labels_dataset = open_raster(labels_path)
         geotransforms = {}
-        for row in range(num_tiles_y):
-            window_labels = read_bands(
-                labels_path, 1, (0, row * pix10, num_tiles_x * pix10, pix10), labels_dataset
-            )[..., 0]
-            check_labels(window_labels, table, config.labels)
-            stacks = {}
-            for suffix, (key, names) in RESOLUTIONS.items():
-                size = pix10 // _FACTORS[suffix]
-                window = (0, row * size, num_tiles_x * size, size)
-                stacks[key] = np.stack(
-                    [read_sources(opened[date, suffix], len(names), window) for date in dates]
-                )  # [dates, size, num_tiles_x * size, bands]
-            for column in range(num_tiles_x):
-                tileid = str(row * num_tiles_x + column)
-                xmin, xres, _, ymax, _, yres = reference.geotransform
-                geotransforms[tileid] = dataset_root.Geotransform(
-                    xmin=xmin + column * pix10 * xres, xres=xres,
-                    ymax=ymax + row * pix10 * yres, yres=abs(yres), srid=reference.epsg,
-                )  # fmt: skip
-                labels = window_labels[:, column * pix10 : (column + 1) * pix10]
-                index = 0
-                for year, year_dates in years.items():
-                    part = {}
-                    for suffix, (key, _) in RESOLUTIONS.items():
-                        size = pix10 // _FACTORS[suffix]
-                        values = stacks[key][index : index + len(year_dates)]
-                        part[key] = values[:, :, column * size : (column + 1) * size]
-                    index += len(year_dates)
-                    tile = _make_tile(tileid, part, year_dates, labels, len(year_dates))
-                    name = f"{tileid}.tfrecord.gz"
-                    path = os.path.join(config.out_dir, writer.datadir(year), name)
-                    _write(path, tile, config.schema, config.input)
+        datasets = [dataset for sources in opened.values() for _, dataset in sources]
+        with rasters.block_cache([*datasets, labels_dataset], pix10) as cache_bytes:
+            for row in range(num_tiles_y):
+                window_labels = read_bands(
+                    labels_path, 1, (0, row * pix10, num_tiles_x * pix10, pix10), labels_dataset
+                )[..., 0]
+                check_labels(window_labels, table, config.labels)
+                stacks = {}
+                for suffix, (key, names) in RESOLUTIONS.items():
+                    size = pix10 // FACTORS[suffix]
+                    window = (0, row * size, num_tiles_x * size, size)
+                    stacks[key] = np.stack(
+                        [read_sources(opened[date, suffix], len(names), window) for date in dates]
+                    )  # [dates, size, num_tiles_x * size, bands]
+                for column in range(num_tiles_x):
+                    tileid = str(row * num_tiles_x + column)
+                    xmin, xres, _, ymax, _, yres = reference.geotransform
+                    geotransforms[tileid] = dataset_root.Geotransform(
+                        xmin=xmin + column * pix10 * xres, xres=xres,
+                        ymax=ymax + row * pix10 * yres, yres=abs(yres), srid=reference.epsg,
+                    )  # fmt: skip
+                    labels = window_labels[:, column * pix10 : (column + 1) * pix10]
+                    index = 0
+                    for year, year_dates in years.items():
+                        part = {}
+                        for suffix, (key, _) in RESOLUTIONS.items():
+                            size = pix10 // FACTORS[suffix]
+                            values = stacks[key][index : index + len(year_dates)]
+                            part[key] = values[:, :, column * size : (column + 1) * size]
+                        index += len(year_dates)
+                        tile = _make_tile(tileid, part, year_dates, labels, len(year_dates))
+                        name = f"{tileid}.tfrecord.gz"
+                        path = os.path.join(config.out_dir, writer.datadir(year), name)
+                        _write(path, tile, config.schema, config.input)
     finally:
         if temporary and os.path.exists(temporary):
             os.remove(temporary)
@@ -384,6 +305,7 @@ def ingest_scene(config: IngestConfig) -> dict:
         "pix10": pix10,
         "epsg": reference.epsg,
         "nobs": {year: len(year_dates) for year, year_dates in years.items()},
+        "gdal_cache_mib": round(cache_bytes / 2**20, 1),
         **summary,
     }
 

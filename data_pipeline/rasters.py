@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from osgeo import gdal, osr
@@ -23,6 +25,10 @@ RESOLUTIONS = {
     "60m": ("x60", records.BANDS60),
 }
 LABELS_FILE = "y.tif"
+# GDAL drivers that read Sentinel-2's .jp2 bands; JP2OpenJPEG is the one open-source builds have.
+JPEG2000_DRIVERS = ("JP2OpenJPEG", "JP2KAK", "JP2ECW", "JP2MrSID")
+# What GDAL's GeoPackage driver reports for layers stored without a CRS (srs_id 0 and -1).
+_UNDEFINED_SRS_NAMES = ("Undefined geographic SRS", "Undefined Cartesian SRS")
 _TOLERANCE = 1e-6  # metres; origins of grids that agree differ by rounding only
 
 
@@ -75,6 +81,11 @@ def open_raster(path: str) -> gdal.Dataset:
     """Opens a raster read-only; raises RasterError naming the file if missing or unreadable."""
     if not os.path.isfile(path):
         raise RasterError(f"{path}: no such file")
+    if path.lower().endswith(".jp2") and not any(map(gdal.GetDriverByName, JPEG2000_DRIVERS)):
+        raise RasterError(
+            f"{path}: this GDAL build ({gdal.__version__}) has no JPEG2000 driver; "
+            f"install GDAL with the {JPEG2000_DRIVERS[0]} driver (OpenJPEG)"
+        )
     try:
         dataset = gdal.Open(path, gdal.GA_ReadOnly)
     except RuntimeError as error:
@@ -82,6 +93,40 @@ def open_raster(path: str) -> gdal.Dataset:
     if dataset is None or dataset.RasterCount == 0:
         raise RasterError(f"{path}: unreadable raster (no bands)")
     return dataset
+
+
+def strip_block_bytes(dataset: gdal.Dataset, strip_rows: int) -> int:
+    """Bytes of the blocks (tiles or strips) that a strip of `strip_rows` rows across all bands of
+    a raster touches at most."""
+    total = 0
+    for index in range(dataset.RasterCount):
+        band = dataset.GetRasterBand(index + 1)
+        block_height = band.GetBlockSize()[1]
+        rows = (-(-strip_rows // block_height) + 1) * block_height
+        total += rows * dataset.RasterXSize * gdal.GetDataTypeSize(band.DataType) // 8
+    return total
+
+
+@contextlib.contextmanager
+def block_cache(datasets: Iterable[gdal.Dataset], strip_rows: int) -> Iterator[int]:
+    """Shrinks GDAL's block cache to what a strip of `strip_rows` rows touches in every dataset
+    (its blocks, plus 64 MiB), never above the cache's size before (GDAL_CACHEMAX, by default
+    5 % of the RAM); restores that size on exit and yields the size in bytes.
+
+    For reading (and writing) rasters in strips from top to bottom: GDAL keeps every block it has
+    read until its cache is full, so without this a large scene always fills the whole cache;
+    with it the cache grows with the rasters' width and number, not their height. Where the
+    strip's blocks do not fit (many dates of a wide scene), blocks are decompressed again for
+    later strips: a larger GDAL_CACHEMAX trades memory for that time.
+    """
+    needed = sum(strip_block_bytes(dataset, strip_rows) for dataset in datasets) + 2**26
+    previous = gdal.GetCacheMax()
+    size = min(needed, previous)
+    gdal.SetCacheMax(size)
+    try:
+        yield size
+    finally:
+        gdal.SetCacheMax(previous)
 
 
 def grid_of(dataset: gdal.Dataset) -> Grid:
@@ -200,10 +245,12 @@ def write_geotiff(
 
 
 def rasterize_labels(vector: str, attribute: str, reference: Grid, path: str) -> str:
-    """Burns a vector file's `attribute` onto the reference grid as a uint16 GeoTIFF at `path`.
+    """Burns a vector file's `attribute` onto the reference grid as a uint16 GeoTIFF at `path`,
+    reprojecting the features from the layer's CRS to the grid's.
 
     Raises:
-      RasterError: naming the vector file, if unreadable or lacking the attribute.
+      RasterError: naming the vector file, if unreadable, lacking the attribute, or without a CRS
+        (for a grid with one).
     """
     if not os.path.isfile(vector):
         raise RasterError(f"{vector}: no such file")
@@ -214,6 +261,16 @@ def rasterize_labels(vector: str, attribute: str, reference: Grid, path: str) ->
     if source is None or source.GetLayerCount() == 0:
         raise RasterError(f"{vector}: unreadable vector file (no layers)")
     layer = source.GetLayer(0)
+    # gdal.Rasterize reprojects the features onto the grid's CRS when both have one. Without a
+    # CRS a GeoPackage layer reports an "Undefined geographic SRS": treated as none, else its
+    # metres would be taken for degrees.
+    srs = layer.GetSpatialRef()
+    if (srs is None or srs.GetName() in _UNDEFINED_SRS_NAMES) and reference.wkt:
+        raise RasterError(
+            f"{vector}: layer {layer.GetName()!r} has no CRS, so it cannot be placed on the "
+            f"scene's (EPSG {reference.epsg or 'unknown'}); assign one, e.g. "
+            "ogr2ogr -a_srs EPSG:<code> out.gpkg in.gpkg"
+        )
     definition = layer.GetLayerDefn()
     fields = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
     if attribute not in fields:

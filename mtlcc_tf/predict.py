@@ -21,7 +21,12 @@ from mtlcc_tf import predict_lib
 _MODEL = flags.DEFINE_string(
     "model", None, "SavedModel folder (mtlcc_tf.export) or model directory (mtlcc_tf.train)."
 )
-_INPUT = flags.DEFINE_string("input", None, "Scene folder: <YYYYMMDD>_10m/_20m/_60m.tif per date.")
+_INPUT = flags.DEFINE_string(
+    "input",
+    None,
+    "Scene folder (<YYYYMMDD>_10m/_20m/_60m.tif per date, or <YYYYMMDD>_B04.tif per band), a "
+    "Level-1C S2?_MSIL1C_*.SAFE folder, or a folder of them.",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Class-id GeoTIFF to write.")
 _CONFIDENCE_OUTPUT = flags.DEFINE_string(
     "confidence_output", None, "Confidence GeoTIFF; default <output stem>_confidence.tif."

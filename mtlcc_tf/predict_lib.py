@@ -1,11 +1,11 @@
 """Whole-scene prediction: sliding windows over a scene folder, blended into class-id GeoTIFFs.
 
-A scene folder (`<YYYYMMDD>_10m/_20m/_60m.tif` per date, or one file per band; see
-`data_pipeline.ingest_lib.find_dates`) of any size is cut into square windows of `tile_size`
-10 m pixels that overlap by `overlap` pixels. The last window of a row or column is shifted
-inwards so that it ends at the scene's border (rounded up to whole 60 m pixels); a scene smaller
-than a window, or a border that is not a whole 60 m pixel, is padded by repeating the edge
-pixels and the padding is cropped from the map.
+A scene folder (`<YYYYMMDD>_10m/_20m/_60m.tif` per date, one file per band, or Level-1C `.SAFE`
+products; see `data_pipeline.scenes.find_dates`) of any size is cut into square windows of
+`tile_size` 10 m pixels that overlap by `overlap` pixels. The last window of a row or column is
+shifted inwards so that it ends at the scene's border (rounded up to whole 60 m pixels); a scene
+smaller than a window, or a border that is not a whole 60 m pixel, is padded by repeating the
+edge pixels and the padding is cropped from the map.
 
 Blending: each window's softmax probabilities are weighted by a 2-D Hann window,
 `w(y, x) = h(y) * h(x)` with `h(i) = max(WEIGHT_FLOOR, sin²(π (i + 0.5) / tile_size))`, summed
@@ -16,8 +16,10 @@ probabilities, so with `overlap=0` on a scene cut like `ingest` cuts it the map 
 per-tile predictions.
 
 Memory: the scene is read one row of windows (a strip of `tile_size` rows, all dates) at a time,
-and finished rows are written to the GeoTIFFs as soon as no later window touches them, so memory
-is O(scene width x tile_size x (classes + dates x bands)), not the scene.
+and finished rows are written to the GeoTIFFs as soon as no later window touches them; GDAL's
+block cache holds at most the blocks of every file that a row of windows touches
+(`rasters.block_cache`). So memory is O(scene width x (tile_size + block height) x (classes +
+dates x bands)), not the scene.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import tensorflow as tf
 from absl import logging
 from osgeo import gdal
 
-from data_pipeline import dataset_root, ingest_lib, rasters
+from data_pipeline import dataset_root, ingest_lib, rasters, scenes
 from data_pipeline.rasters import RasterError
 from mtlcc_tf import export_lib, images, model_dir
 
@@ -45,7 +47,7 @@ class PredictConfig:
     """What to predict and how.
 
     Attributes:
-      input: the scene folder.
+      input: the scene folder, a Level-1C `.SAFE` folder or a folder of them.
       output: the class-id GeoTIFF to write.
       confidence_output: the confidence GeoTIFF; default `<output stem>_confidence.tif`.
       tile_size: window size in 10 m pixels, a multiple of 6.
@@ -99,7 +101,7 @@ def blend_weights(tile_size: int) -> np.ndarray:
 
 def select_dates(dates: dict, year: int | None, folder: str) -> dict:
     """The dates of one year; a scene of several years needs `year`."""
-    years = sorted({ingest_lib.parse_date(date)[0] for date in dates})
+    years = sorted({scenes.parse_date(date)[0] for date in dates})
     if year is None and len(years) > 1:
         raise ValueError(f"{folder}: the scene holds dates of the years {years}; pick one (year)")
     year = years[0] if year is None else year
@@ -117,7 +119,7 @@ def _read_strip(sources_by_date: list, num_bands: int, y0: int, height: int, wid
     columns = np.clip(np.arange(width), 0, dataset.RasterXSize - 1)
     top, num_rows = int(rows[0]), int(rows[-1] - rows[0] + 1)
     window = (0, top, int(columns[-1] + 1), num_rows)
-    strips = [ingest_lib.read_sources(sources, num_bands, window) for sources in sources_by_date]
+    strips = [scenes.read_sources(sources, num_bands, window) for sources in sources_by_date]
     return np.stack(strips)[:, rows - top][:, :, columns]
 
 
@@ -280,9 +282,9 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
             f"{predictor.source}: the model takes {predictor.tile_size} px inputs only; "
             f"pass tile_size={predictor.tile_size}"
         )
-    dates = select_dates(ingest_lib.find_dates(config.input), config.year, config.input)
-    reference, opened = ingest_lib.open_scene(dates)
-    doy_year = np.array([ingest_lib.parse_date(date)[::-1] for date in dates], np.int32)
+    dates = select_dates(scenes.find_dates(config.input), config.year, config.input)
+    reference, opened = scenes.open_scene(dates)
+    doy_year = np.array([scenes.parse_date(date)[::-1] for date in dates], np.int32)
     size, stride = config.tile_size, config.stride
     xs = window_offsets(reference.width, size, stride)
     ys = window_offsets(reference.height, size, stride)
@@ -295,7 +297,8 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
     writer = _MapWriter(config.output, config.confidence_path, reference, predictor.class_table)
     accumulator = _Accumulator(size, padded_width, predictor.class_table.num_classes)
     start = time.perf_counter()
-    with writer:
+    datasets = [dataset for sources in opened.values() for _, dataset in sources]
+    with writer, rasters.block_cache([*datasets, writer.classes, writer.confidence], size):
         for row, y0 in enumerate(ys):
             strips = {}
             for suffix, (key, names) in rasters.RESOLUTIONS.items():

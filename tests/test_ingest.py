@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from osgeo import ogr, osr
+from osgeo import gdal, ogr, osr
 
-from data_pipeline import dataset_root, ingest_lib, rasters, records
+from data_pipeline import dataset_root, ingest_lib, rasters, records, scenes
 from data_pipeline.simulation import geotiff, simulator, writer
 
 CONFIG = simulator.SimulationConfig(
@@ -119,8 +119,11 @@ def test_scene_ingest_cuts_the_simulated_tiles(scene, tmp_path):
     root = str(tmp_path / "root")
     labels = os.path.join(folder, rasters.LABELS_FILE)
     config = ingest_lib.IngestConfig(input=folder, out_dir=root, pix10=12, labels=labels)
+    cache = gdal.GetCacheMax()
     summary = ingest_lib.ingest(config)
     assert summary["tiles"] == "3 x 2" and summary["epsg"] == writer.SRID
+    # Two rows of 256 px blocks of 12 files of 36 px width and the labels, plus 64 MiB; restored.
+    assert 64 < summary["gdal_cache_mib"] < 66 and gdal.GetCacheMax() == cache
     for expected in simulated[2016]:
         tile, _ = records.read_tile(os.path.join(root, "data16", f"{expected.tileid}.tfrecord.gz"))
         assert_same_tile(tile, expected)
@@ -139,21 +142,38 @@ def test_scene_ragged_border_is_dropped(scene, tmp_path):
     np.testing.assert_array_equal(tile.x60[:, :2, :2], simulated[2016][0].x60)
 
 
-def write_parcels(path: str, class_id: int) -> None:
-    """A GeoPackage with one 60 m x 60 m parcel at the scene's upper-left corner."""
-    driver = ogr.GetDriverByName("GPKG")
-    source = driver.CreateDataSource(path)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(writer.SRID)
+def write_vector(path: str, parcels: list[tuple[int, str]], epsg: int | None = writer.SRID):
+    """A GeoPackage (or a Shapefile, for `.shp`) of (class id, WKT polygon in the scene's CRS)
+    parcels, stored in `epsg` (reprojected) or with no CRS (None)."""
+    scene_srs, srs = osr.SpatialReference(), None
+    scene_srs.ImportFromEPSG(writer.SRID)
+    if epsg:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        for each in (scene_srs, srs):  # x = easting / longitude, as GeoPackages store them
+            each.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    driver = "ESRI Shapefile" if path.endswith(".shp") else "GPKG"
+    source = ogr.GetDriverByName(driver).CreateDataSource(path)
     layer = source.CreateLayer("parcels", srs, ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
-    x, y = writer.ORIGIN_EASTING, writer.ORIGIN_NORTHING
-    feature = ogr.Feature(layer.GetLayerDefn())
-    feature.SetField("class_id", class_id)
-    ring = f"POLYGON(({x} {y},{x + 60} {y},{x + 60} {y - 60},{x} {y - 60},{x} {y}))"
-    feature.SetGeometry(ogr.CreateGeometryFromWkt(ring))
-    layer.CreateFeature(feature)
+    for class_id, wkt in parcels:
+        geometry = ogr.CreateGeometryFromWkt(wkt)
+        if srs is not None:
+            geometry.Transform(osr.CoordinateTransformation(scene_srs, srs))
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("class_id", class_id)
+        feature.SetGeometry(geometry)
+        layer.CreateFeature(feature)
     source = None
+
+
+def write_parcels(path: str, class_id: int) -> None:
+    """A GeoPackage with one 60 m x 60 m parcel at the scene's upper-left corner."""
+    x, y = writer.ORIGIN_EASTING, writer.ORIGIN_NORTHING
+    write_vector(
+        path,
+        [(class_id, f"POLYGON(({x} {y},{x + 60} {y},{x + 60} {y - 60},{x} {y - 60},{x} {y}))")],
+    )
 
 
 def test_scene_with_vector_labels_is_rasterised(scene, tmp_path):
@@ -177,6 +197,47 @@ def test_scene_with_vector_labels_is_rasterised(scene, tmp_path):
     assert parcels in str(error.value)
 
 
+def random_parcels(seed: int, num_parcels: int = 12) -> list[tuple[int, str]]:
+    """Quadrilaterals with off-grid corners all over the 360 m x 240 m scene, classes cycling."""
+    rng = np.random.default_rng(seed)
+    ids = writer.class_table().known_ids[1:]
+    parcels = []
+    for index in range(num_parcels):
+        center = rng.uniform([0, -240], [360, 0])
+        offsets = rng.uniform(20, 70, (4, 2)) * [[-1, -1], [1, -1], [1, 1], [-1, 1]]
+        corners = center + offsets + [writer.ORIGIN_EASTING, writer.ORIGIN_NORTHING]
+        ring = ",".join(f"{x:.3f} {y:.3f}" for x, y in [*corners, corners[0]])
+        parcels.append((ids[index % len(ids)], f"POLYGON(({ring}))"))
+    return parcels
+
+
+def test_vector_labels_in_another_crs_are_reprojected(scene, tmp_path):
+    folder, _ = scene
+    labels = {}
+    for epsg in (writer.SRID, 4326):
+        parcels = str(tmp_path / f"parcels{epsg}.gpkg")
+        write_vector(parcels, random_parcels(seed=3), epsg)
+        root = str(tmp_path / f"root{epsg}")
+        config = ingest_lib.IngestConfig(input=folder, out_dir=root, pix10=12, labels=parcels)
+        ingest_lib.ingest(config)
+        labels[epsg] = np.stack([
+            records.read_tile(os.path.join(root, "data16", f"{tileid}.tfrecord.gz"))[0].labels
+            for tileid in range(6)
+        ])  # fmt: skip
+    assert len(np.unique(labels[writer.SRID])) >= 4 and (labels[writer.SRID] > 0).mean() > 0.3
+    differing = (labels[writer.SRID] != labels[4326]).mean()
+    assert differing < 0.02, differing  # only pixels whose centres lie on a parcel's edge
+    for name in ("no_crs.gpkg", "no_crs.shp"):  # GPKG: an "Undefined geographic SRS"
+        no_crs = str(tmp_path / name)
+        write_vector(no_crs, random_parcels(seed=3), epsg=None)
+        config = ingest_lib.IngestConfig(
+            input=folder, out_dir=str(tmp_path / f"bad_{name}"), pix10=12, labels=no_crs
+        )
+        with pytest.raises(rasters.RasterError, match="has no CRS") as error:
+            ingest_lib.ingest(config)
+        assert str(error.value).startswith(f"{no_crs}: ")
+
+
 def rewrite(path: str, epsg: int | None = None, shift: float = 0.0, num_bands=None, value=None):
     """Rewrites a GeoTIFF with another CRS, a shifted origin, fewer bands or one changed value."""
     dataset = rasters.open_raster(path)
@@ -190,7 +251,7 @@ def rewrite(path: str, epsg: int | None = None, shift: float = 0.0, num_bands=No
 
 
 def _date(folder: str, index: int = 1) -> str:
-    return sorted(ingest_lib.find_dates(folder))[index]
+    return sorted(scenes.find_dates(folder))[index]
 
 
 BAD_SCENES = {
@@ -253,15 +314,14 @@ def test_bad_tile_folder_fails_naming_the_file(port, tmp_path):
 
 def split_into_band_files(folder: str) -> None:
     """Replaces every date's stacks by one GeoTIFF per band, `<YYYYMMDD>_B04.tif` etc."""
-    for date, files in ingest_lib.find_dates(folder).items():
+    for date, files in scenes.find_dates(folder).items():
         for suffix, (_, names) in rasters.RESOLUTIONS.items():
             dataset = rasters.open_raster(files[suffix])
             grid = rasters.grid_of(dataset)
             array = rasters.read_bands(files[suffix], len(names), dataset=dataset)
             dataset = None
             for index, name in enumerate(names):
-                band = name if name.endswith("A") else f"B{int(name[1:]):02d}"  # B04, B8A
-                path = os.path.join(folder, f"{date}_{band}.tif")
+                path = os.path.join(folder, f"{date}_{scenes.file_band_name(name)}.tif")
                 rasters.write_geotiff(path, array[..., index], grid.geotransform, grid.epsg)
             os.remove(files[suffix])
 
@@ -285,3 +345,88 @@ def test_scene_of_one_file_per_band(scene, tmp_path):
     with pytest.raises(rasters.RasterError, match="missing") as error:
         ingest_lib.ingest(config)
     assert missing in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory):
+    """48 x 48 px, 3 dates: the same scene as per-band GeoTIFFs and as Level-1C .SAFE products."""
+    base = tmp_path_factory.mktemp("small")
+    folder, products = str(base / "scene"), str(base / "products")
+    config = simulator.SimulationConfig(
+        num_tiles_x=2, num_tiles_y=2, pix10=24, years=(2017,), nobs=3, num_observations=3
+    )
+    geotiff.write_scene_folder(folder, config)
+    safes = geotiff.write_safe_products(folder, products)
+    split_into_band_files(folder)
+    return folder, products, safes
+
+
+def ingest_records(folder: str, root: str, scene_folder: str) -> dict[str, records.Tile]:
+    labels = os.path.join(scene_folder, rasters.LABELS_FILE)
+    classes = os.path.join(scene_folder, "classes.txt")
+    config = ingest_lib.IngestConfig(
+        input=folder, out_dir=root, pix10=24, labels=labels, classes=classes
+    )
+    ingest_lib.ingest(config)
+    data = os.path.join(root, "data17")
+    return {name: records.read_tile(os.path.join(data, name))[0] for name in os.listdir(data)}
+
+
+def test_safe_products_ingest_like_band_geotiffs(small_scene, tmp_path):
+    folder, products, safes = small_scene
+    assert len(safes) == 3 and os.path.basename(safes[0]).startswith("S2A_MSIL1C_2017")
+    dates = scenes.find_dates(products)
+    assert list(dates) == sorted(scenes.find_dates(folder))
+    first = dates[next(iter(dates))]
+    assert [os.path.basename(path)[-7:] for path in first["60m"]] == [
+        "B01.jp2",
+        "B09.jp2",
+        "B10.jp2",
+    ]
+    assert gdal.Open(first["10m"][0]).GetDriver().ShortName == "JP2OpenJPEG"
+    expected = ingest_records(folder, str(tmp_path / "tifs"), folder)
+    actual = ingest_records(products, str(tmp_path / "safe"), folder)
+    assert sorted(actual) == sorted(expected) == [f"{index}.tfrecord.gz" for index in range(4)]
+    for name, tile in actual.items():
+        assert_same_tile(tile, expected[name])
+    # One .SAFE folder is a scene of one date.
+    one = ingest_records(safes[1], str(tmp_path / "one"), folder)
+    for name, tile in one.items():
+        assert_same_tile(tile, expected[name], time=slice(1, 2))
+
+
+def test_bad_safe_products_fail_naming_the_file(small_scene, tmp_path):
+    _, products, _ = small_scene
+    copy = str(tmp_path / "products")
+    shutil.copytree(products, copy)
+    missing = sorted(path for files in scenes.find_dates(copy).values() for path in files["20m"])[
+        -1
+    ]
+    os.remove(missing)
+    with pytest.raises(rasters.RasterError, match="missing") as error:
+        scenes.find_dates(copy)
+    assert str(error.value).startswith(f"{missing}: ")
+    driver = gdal.GetDriverByName("JP2OpenJPEG")
+    band = scenes.find_dates(products)[sorted(scenes.find_dates(products))[0]]["10m"][0]
+    driver.Deregister()
+    try:
+        with pytest.raises(rasters.RasterError, match="no JPEG2000 driver.*JP2OpenJPEG") as error:
+            rasters.open_raster(band)
+    finally:
+        driver.Register()
+    assert str(error.value).startswith(f"{band}: ")
+    assert rasters.open_raster(band).RasterCount == 1
+
+
+def test_repeated_scene_ingests_into_equal_tiles(tmp_path):
+    folder = str(tmp_path / "scene")
+    labels = geotiff.write_repeated_scene(folder, 72, 60, num_dates=2, pattern_size=12)
+    assert len(scenes.find_dates(folder)) == 2
+    root = str(tmp_path / "root")
+    ingest_lib.ingest(ingest_lib.IngestConfig(input=folder, out_dir=root, pix10=12, labels=labels))
+    first, _ = records.read_tile(os.path.join(root, "data16", "0.tfrecord.gz"))
+    assert first.x10.any() and first.labels.any()
+    for tileid in range(1, 30):  # 6 x 5 tiles, written in strips of 48 and 12 rows
+        tile, _ = records.read_tile(os.path.join(root, "data16", f"{tileid}.tfrecord.gz"))
+        for field in ("x10", "x20", "x60", "labels"):
+            np.testing.assert_array_equal(getattr(tile, field), getattr(first, field), field)

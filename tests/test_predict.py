@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from data_pipeline import dataset_root, ingest_lib, rasters
+from data_pipeline import dataset_root, ingest_lib, rasters, scenes
 from data_pipeline.config import DataConfig
 from data_pipeline.simulation import geotiff, simulator
 from mtlcc_tf import evaluate_lib, export_lib, images, model_dir, predict_lib
@@ -44,7 +44,7 @@ def read(path: str) -> np.ndarray:
 
 
 def first_10m(scene: str) -> str:
-    return os.path.join(scene, f"{sorted(ingest_lib.find_dates(scene))[0]}_10m.tif")
+    return os.path.join(scene, f"{sorted(scenes.find_dates(scene))[0]}_10m.tif")
 
 
 def test_cut_like_ingest_equals_predict_tiles_on_the_ingested_root(setup, tmp_path):
@@ -141,7 +141,7 @@ def test_bad_input_names_the_file(setup, tmp_path):
         predict_lib.predict_scene(config, predictor)
     shifted = str(tmp_path / "shifted")
     shutil.copytree(scene, shifted)
-    bad = os.path.join(shifted, f"{sorted(ingest_lib.find_dates(shifted))[1]}_20m.tif")
+    bad = os.path.join(shifted, f"{sorted(scenes.find_dates(shifted))[1]}_20m.tif")
     rewrite(bad, shift=10.0)
     config = predict_lib.PredictConfig(input=shifted, output=str(tmp_path / "map.tif"))
     with pytest.raises(rasters.RasterError, match=f"{bad}: geotransform"):
@@ -165,3 +165,48 @@ def test_entry_point(setup, tmp_path):
     failed = run_module("mtlcc_tf.predict", f"--model={saved_model}", "--input=/no/scene",
                         f"--output={output}")  # fmt: skip
     assert failed.returncode == 1 and "/no/scene: scene folder does not exist" in failed.stderr
+    failed = run_module("mtlcc_tf.predict", f"--model={saved_model}", f"--input={scene}",
+                        f"--output={output}", "--year=2018")  # fmt: skip
+    assert failed.returncode == 1 and "no dates of 2018" in failed.stderr
+
+
+def test_year_of_a_two_year_scene_equals_a_scene_of_that_year(setup, tmp_path):
+    _, directory, _ = setup
+    both, only = str(tmp_path / "both"), str(tmp_path / "only2017")
+    config = simulator.SimulationConfig(
+        num_tiles_x=3, num_tiles_y=2, pix10=12, years=(2016, 2017), nobs=4, num_observations=4
+    )
+    geotiff.write_scene_folder(both, config)
+    os.makedirs(only)
+    for name in os.listdir(both):
+        if name.startswith("2017"):
+            shutil.copy(os.path.join(both, name), only)
+    assert len(scenes.find_dates(both)) == 8 and len(scenes.find_dates(only)) == 4
+    windows = {"tile_size": 12, "overlap": 6}
+    chosen, confidence = predict(directory, both, str(tmp_path / "a.tif"), year=2017, **windows)
+    expected, expected_confidence = predict(directory, only, str(tmp_path / "b.tif"), **windows)
+    np.testing.assert_array_equal(chosen, expected)
+    np.testing.assert_allclose(confidence, expected_confidence, atol=1e-6)
+    _, other_confidence = predict(directory, both, str(tmp_path / "c.tif"), year=2016, **windows)
+    assert not np.allclose(other_confidence, expected_confidence)  # 2016's dates, not 2017's
+    predictor = predict_lib.load_predictor(directory, "last")
+    for year, message in ((None, r"years \[2016, 2017\]; pick one"), (2018, "no dates of 2018")):
+        config = predict_lib.PredictConfig(input=both, output=str(tmp_path / "d.tif"), year=year)
+        with pytest.raises(ValueError, match=message) as error:
+            predict_lib.predict_scene(config, predictor)
+        assert both in str(error.value)
+    assert not os.path.exists(str(tmp_path / "d.tif"))
+
+
+def test_safe_products_predict_like_geotiffs(setup, tmp_path):
+    scene, directory, _ = setup
+    products = geotiff.write_safe_products(scene, str(tmp_path / "products"))
+    windows = {"tile_size": 12, "overlap": 6}
+    expected, expected_confidence = predict(directory, scene, str(tmp_path / "a.tif"), **windows)
+    classes, confidence = predict(
+        directory, os.path.dirname(products[0]), str(tmp_path / "b.tif"), **windows
+    )
+    np.testing.assert_array_equal(classes, expected)
+    np.testing.assert_allclose(confidence, expected_confidence, atol=1e-6)
+    written = rasters.read_grid(str(tmp_path / "b.tif"))
+    assert written.geotransform == rasters.read_grid(first_10m(scene)).geotransform
