@@ -1,0 +1,179 @@
+"""Where a ConvLSTM training step's time goes, on one thread: cells, layer norm, single ops.
+
+Complements `train_step.py` (whole models, all threads) by timing, with TensorFlow pinned to one
+thread and in process CPU time (so another job on a second core disturbs it little):
+
+- one direction of a ConvLSTM, forward and backward through all steps (reference shape: batch 4,
+  30 steps, 24 x 24 px, 15 channels, 64 filters, 3 x 3): our cell with the original's layer
+  normalisation and reflect padding, each of them off, both off (the stock layer's math), and
+  the stock `keras.layers.ConvLSTM2D`;
+- our `layer_norm` of the gate pre-activations [4, 24, 24, 256], forward and backward, as
+  graph ops and XLA-compiled;
+- single TensorFlow ops on a tensor of that shape (per call).
+
+Run from the repository root:
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_costs.py     # ~2 min
+The last printed line is one JSON object with every figure (milliseconds).
+"""
+
+import argparse
+import json
+import time
+
+import keras
+import tensorflow as tf
+
+from mtlcc_tf.layers.cells import ConvLSTMCell, layer_norm
+from mtlcc_tf.layers.recurrence import run_recurrence
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--time", type=int, default=30)
+    parser.add_argument("--size", type=int, default=24)
+    parser.add_argument("--channels", type=int, default=15)
+    parser.add_argument("--filters", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls; the fastest counts")
+    return parser.parse_args()
+
+
+def fastest_ms(function, repeats: int) -> float:
+    """Milliseconds of process CPU time of the fastest of `repeats` calls (after one warm-up)."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        function()
+        best = min(best, time.process_time() - start)
+    return round(best * 1000, 2)
+
+
+def one_direction(args, normalization: bool, padding: str):
+    """Forward and backward of one direction of our ConvLSTM, final cell state as the loss."""
+    cell = ConvLSTMCell(args.filters, normalization=normalization, padding=padding)
+    cell.build((None, None, None, args.channels))
+    inputs = tf.random.normal([args.time, args.batch, args.size, args.size, args.channels])
+    lengths = tf.fill([args.batch], args.time)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            states, _ = run_recurrence(cell, cell.project_inputs(inputs), lengths)
+            loss = tf.reduce_sum(tf.square(states[-1]))
+        return tape.gradient(loss, cell.trainable_weights)
+
+    return step
+
+
+def stock_direction(args):
+    """The same for `keras.layers.ConvLSTM2D` (zero padding, no normalisation)."""
+    layer = keras.layers.ConvLSTM2D(args.filters, 3, padding="same")
+    inputs = tf.random.normal([args.batch, args.time, args.size, args.size, args.channels])
+    layer(inputs)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(inputs)))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    return step
+
+
+def layer_norm_calls(args, jit_compile: bool):
+    """`time` calls of layer_norm on the gate pre-activations, forward and backward."""
+    gates = 4 * args.filters
+    shape = [args.batch, args.size, args.size, gates]
+    values = [tf.random.normal(shape) for _ in range(args.time)]
+    scale, offset = tf.Variable(tf.ones([gates])), tf.Variable(tf.zeros([gates]))
+
+    def normalize(x):
+        return layer_norm(x, 4, scale, offset, 1e-5)
+
+    if jit_compile:
+        normalize = tf.function(normalize, jit_compile=True)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            loss = tf.add_n([tf.reduce_sum(normalize(x)) for x in values])
+        return tape.gradient(loss, [*values, scale, offset])
+
+    return step
+
+
+def single_ops(args) -> dict:
+    """Milliseconds per call of single ops on a [batch, size, size, 4 * filters] tensor."""
+    gates = 4 * args.filters
+    values = [tf.random.normal([args.batch, args.size, args.size, gates]) for _ in range(10)]
+    per_sample = tf.random.normal([args.batch, 1, 1, gates])
+    per_channel = tf.random.normal([gates])
+    ops = {
+        "add_scalar": lambda x: x + 1.0,
+        "square": tf.square,
+        "multiply_same_shape": lambda x: x * x,
+        "multiply_per_sample_channel": lambda x: x * per_sample,
+        "bias_add": lambda x: tf.nn.bias_add(x, per_channel),
+        "sigmoid": tf.sigmoid,
+        "split_4": lambda x: tf.split(x, 4, axis=-1),
+        "reduce_sum_over_height_width": lambda x: tf.reduce_sum(x, axis=[1, 2]),
+        "reduce_sum_over_all_but_batch": lambda x: tf.reduce_sum(x, axis=[1, 2, 3]),
+    }
+    results = {}
+    for name, op in ops.items():
+        calls = tf.function(lambda op=op: [op(x) for x in values])
+        results[name] = round(fastest_ms(calls, args.repeats) / len(values), 3)
+    return results
+
+
+def main() -> None:
+    args = parse_arguments()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.get_logger().setLevel("ERROR")
+    directions = {
+        "ours_default": one_direction(args, True, "reflect"),
+        "ours_zero_padding": one_direction(args, True, "same"),
+        "ours_no_normalization": one_direction(args, False, "reflect"),
+        "ours_stock_math": one_direction(args, False, "same"),
+        "stock_convlstm2d": stock_direction(args),
+    }
+    direction_ms = {}
+    for name, step in directions.items():
+        direction_ms[name] = fastest_ms(step, args.repeats)
+        print(f"one direction, forward + backward, {name}: {direction_ms[name]} ms", flush=True)
+    norm_ms = {
+        "graph": fastest_ms(layer_norm_calls(args, False), args.repeats),
+        "xla": fastest_ms(layer_norm_calls(args, True), args.repeats),
+    }
+    print(f"layer_norm of the gates, {args.time} calls, forward + backward: {norm_ms}", flush=True)
+    ops_ms = single_ops(args)
+    for name, value in ops_ms.items():
+        print(f"op {name}: {value} ms per call", flush=True)
+    stock = direction_ms["stock_convlstm2d"]
+    print(
+        json.dumps(
+            {
+                "threads": 1,
+                "shape": {
+                    "batch": args.batch,
+                    "time": args.time,
+                    "size": args.size,
+                    "channels": args.channels,
+                    "filters": args.filters,
+                },  # fmt: skip
+                "one_direction_ms": direction_ms,
+                "relative_to_stock": {
+                    name: round(value / stock, 3) for name, value in direction_ms.items()
+                },
+                "layer_norm_gates_all_steps_ms": norm_ms,
+                "single_op_ms_per_call": ops_ms,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
