@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import glob
 import os
 import re
@@ -152,10 +153,67 @@ def open_sources(paths: str | tuple[str, ...]) -> list[tuple[str, object]]:
 
 
 def read_sources(sources: list, num_bands: int, window=None) -> np.ndarray:
-    """Reads [height, width, num_bands] from a stack or from one file per band."""
+    """Reads [height, width, num_bands] from a stack or from one file per band.
+
+    Level-1C bands come back without their radiometric offset (see `radiometric_offset`), so
+    products of every processing baseline give the same digital numbers.
+    """
     if len(sources) == 1:
         return read_bands(sources[0][0], num_bands, window, sources[0][1])
-    return np.concatenate([read_bands(path, 1, window, data) for path, data in sources], axis=-1)
+    bands = []
+    for path, dataset in sources:
+        values = read_bands(path, 1, window, dataset)
+        offset = radiometric_offset(path)
+        if offset:
+            # No-data (0) stays 0; digital numbers below the offset were negative reflectances.
+            shifted = np.clip(values.astype(np.int32) + offset, 0, None)
+            values = np.where(values == 0, 0, shifted).astype(values.dtype)
+        bands.append(values)
+    return np.concatenate(bands, axis=-1)
+
+
+def radiometric_offset(path: str) -> int:
+    """The offset to add to a Level-1C band's digital numbers; 0 for other files.
+
+    From processing baseline 04.00 (products from 25 January 2022 on) Level-1C digital numbers
+    are reflectance x 10000 + 1000; `RADIO_ADD_OFFSET` in the product's MTD_MSIL1C.xml says so
+    per band (-1000). Products without that file get -1000 if their name's baseline (`_N0400_`)
+    is 04.00 or later, else 0.
+    """
+    match = _SAFE_BAND_FILE.match(os.path.basename(path))
+    parts = os.path.normpath(path).split(os.sep)
+    products = [index for index, part in enumerate(parts) if _SAFE_FOLDER.match(part)]
+    if not match or not products:
+        return 0
+    product = os.sep.join(parts[: products[-1] + 1])
+    return _product_offsets(product).get(_band_name(match.group(4)), 0)
+
+
+# MTD_MSIL1C.xml numbers the bands 0..12 in this order.
+_METADATA_BAND_ORDER = (
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
+)  # fmt: skip
+_OFFSET_TAG = re.compile(r'<RADIO_ADD_OFFSET\s+band_id="(\d+)"\s*>\s*(-?\d+)\s*<')
+_BASELINE = re.compile(r"_N(\d{4})_")
+_OFFSET_FROM_BASELINE = 400  # 04.00
+
+
+@functools.lru_cache(maxsize=256)
+def _product_offsets(product: str) -> dict[str, int]:
+    """Band -> radiometric offset of one Level-1C product (see `radiometric_offset`)."""
+    metadata = os.path.join(product, "MTD_MSIL1C.xml")
+    if os.path.isfile(metadata):
+        with open(metadata, encoding="utf-8", errors="replace") as file:
+            found = _OFFSET_TAG.findall(file.read())
+        try:
+            offsets = {_METADATA_BAND_ORDER[int(band)]: int(value) for band, value in found}
+        except IndexError as error:
+            raise RasterError(f"{metadata}: RADIO_ADD_OFFSET of an unknown band_id") from error
+        if offsets:
+            return offsets
+    match = _BASELINE.search(os.path.basename(product))
+    late = match is not None and int(match.group(1)) >= _OFFSET_FROM_BASELINE
+    return dict.fromkeys(_METADATA_BAND_ORDER, -1000 if late else 0)
 
 
 def open_scene(dates: dict) -> tuple[Grid, dict]:

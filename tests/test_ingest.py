@@ -395,6 +395,26 @@ def test_safe_products_ingest_like_band_geotiffs(small_scene, tmp_path):
         assert_same_tile(tile, expected[name], time=slice(1, 2))
 
 
+def test_radiometric_offset_of_baseline_04_products_is_removed(small_scene, tmp_path):
+    folder, _, _ = small_scene
+    expected = ingest_records(folder, str(tmp_path / "tifs"), folder)
+    # Baseline 05.09 with MTD_MSIL1C.xml; baseline 04.00 with none (the offset from the name).
+    for baseline, metadata in (("0509", True), ("0400", False)):
+        products = str(tmp_path / f"products{baseline}")
+        safes = geotiff.write_safe_products(folder, products, baseline=baseline, metadata=metadata)
+        band = scenes.find_dates(products)[sorted(scenes.find_dates(products))[0]]["10m"][0]
+        assert scenes.radiometric_offset(band) == -1000
+        raw = gdal.Open(band).ReadAsArray()
+        assert raw[raw > 0].min() > 1000  # the files do carry the offset
+        actual = ingest_records(products, str(tmp_path / f"safe{baseline}"), folder)
+        for name, tile in actual.items():
+            assert_same_tile(tile, expected[name])
+        assert os.path.isfile(os.path.join(safes[0], "MTD_MSIL1C.xml")) == metadata
+    old = geotiff.write_safe_products(folder, str(tmp_path / "old"), baseline="0208")
+    assert scenes.radiometric_offset(scenes.find_dates(old[0]).popitem()[1]["10m"][0]) == 0
+    assert scenes.radiometric_offset(os.path.join(folder, "x.tif")) == 0
+
+
 def test_bad_safe_products_fail_naming_the_file(small_scene, tmp_path):
     _, products, _ = small_scene
     copy = str(tmp_path / "products")

@@ -172,12 +172,20 @@ def write_repeated_scene(
     return labels
 
 
-def write_safe_products(scene_folder: str, out_dir: str, tile: str = "32UQU") -> list[str]:
+def write_safe_products(
+    scene_folder: str,
+    out_dir: str,
+    tile: str = "32UQU",
+    baseline: str = "0204",
+    metadata: bool = False,
+) -> list[str]:
     """Rewrites a scene folder's dates as Level-1C products, one per date:
     `S2A_MSIL1C_<date>T103021_N0204_R065_T<tile>_<date>T103021.SAFE/GRANULE/L1C_T<tile>_<date>/
     IMG_DATA/T<tile>_<date>T103021_B01.jp2`, ..., losslessly compressed, same grid.
 
-    Only the band files the ingestion reads are written (no metadata XML, no TCI, no masks).
+    Only the band files the ingestion reads are written (no TCI, no masks). From processing
+    baseline "0400" on, digital numbers carry ESA's +1000 radiometric offset (no-data 0 stays 0);
+    `metadata` also writes an MTD_MSIL1C.xml holding just the offsets (`RADIO_ADD_OFFSET`).
 
     Returns:
       The `.SAFE` folders, sorted by date.
@@ -191,9 +199,12 @@ def write_safe_products(scene_folder: str, out_dir: str, tile: str = "32UQU") ->
     products = []
     for date, files in scenes.find_dates(scene_folder).items():
         stamp = f"{date}T103021"
-        product = os.path.join(out_dir, f"S2A_MSIL1C_{stamp}_N0204_R065_T{tile}_{stamp}.SAFE")
+        product = os.path.join(out_dir, f"S2A_MSIL1C_{stamp}_N{baseline}_R065_T{tile}_{stamp}.SAFE")
         image_data = os.path.join(product, "GRANULE", f"L1C_T{tile}_{date}", "IMG_DATA")
         os.makedirs(image_data)
+        offset = 1000 if int(baseline) >= 400 else 0
+        if metadata:
+            _write_offset_metadata(os.path.join(product, "MTD_MSIL1C.xml"), -offset)
         for suffix, (_, names) in rasters.RESOLUTIONS.items():
             sources = scenes.open_sources(files[suffix])
             values = scenes.read_sources(sources, len(names))
@@ -204,10 +215,25 @@ def write_safe_products(scene_folder: str, out_dir: str, tile: str = "32UQU") ->
                 )
                 memory.SetGeoTransform(grid.geotransform)
                 memory.SetProjection(grid.wkt)
-                memory.GetRasterBand(1).WriteArray(values[..., index].astype(np.uint16))
+                band = values[..., index].astype(np.uint16)
+                band = np.where(band > 0, band + offset, 0).astype(np.uint16)
+                memory.GetRasterBand(1).WriteArray(band)
                 path = os.path.join(
                     image_data, f"T{tile}_{stamp}_{scenes.file_band_name(name)}.jp2"
                 )
                 driver.CreateCopy(path, memory, options=["QUALITY=100", "REVERSIBLE=YES"])
         products.append(product)
     return products
+
+
+def _write_offset_metadata(path: str, offset: int) -> None:
+    """A stand-in MTD_MSIL1C.xml with only the radiometric offsets of the 13 bands."""
+    tag = "RADIO_ADD_OFFSET"
+    offsets = "\n".join(f'      <{tag} band_id="{band}">{offset}</{tag}>' for band in range(13))
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(
+            '<?xml version="1.0" encoding="UTF-8"?>\n<n1:Level-1C_User_Product>\n'
+            "  <General_Info><Product_Image_Characteristics>\n"
+            f"    <Radiometric_Offset_List>\n{offsets}\n    </Radiometric_Offset_List>\n"
+            "  </Product_Image_Characteristics></General_Info>\n</n1:Level-1C_User_Product>\n"
+        )
