@@ -156,26 +156,23 @@ def test_mirrored_two_cpus_matches_the_default_strategy(tmp_path):
     assert result["step"] == 2 and result["num_pixels"] > 0
 
 
-def test_two_workers_train_together(tmp_path):
-    from tests.conftest import write_random_root
-
-    root = str(tmp_path / "root")
-    write_random_root(root, num_tiles=6, pix10=12, nobs=6)
-    model_dir = str(tmp_path / "run")
+def run_workers(root: str, model_dir: str, train_steps: int, logs_dir) -> list[str]:
+    """Runs two multi_worker processes to `train_steps`; returns their logs."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     arguments = [
         f"--datadir={root}",
         f"--model_dir={model_dir}",
-        "--train_steps=2",
+        f"--train_steps={train_steps}",
         "--strategy=multi_worker",
         "--num_image_tiles=0",
         "--max_eval_batches=1",
         *[flag for flag in TINY_FLAGS if not flag.startswith("--strategy")],
     ]
+    paths = [logs_dir / f"worker{index}_{train_steps}.log" for index in range(2)]
     processes, logs = [], []
-    for index in range(2):
+    for index, path in enumerate(paths):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = open(tmp_path / f"worker{index}.log", "w")  # noqa: SIM115 - closed below
+        log = open(path, "w")  # noqa: SIM115 - closed below
         logs.append(log)
         processes.append(
             subprocess.Popen(
@@ -194,9 +191,24 @@ def test_two_workers_train_together(tmp_path):
                 process.kill()
         for log in logs:
             log.close()
-    logs = [(tmp_path / f"worker{index}.log").read_text() for index in range(2)]
-    assert returncodes == [0, 0], "\n".join(log[-2000:] for log in logs)
+    texts = [path.read_text() for path in paths]
+    assert returncodes == [0, 0], "\n".join(text[-2000:] for text in texts)
+    return texts
+
+
+def test_two_workers_train_together_and_resume(tmp_path):
+    from tests.conftest import write_random_root
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=6, pix10=12, nobs=6)
+    model_dir = str(tmp_path / "run")
+    run_workers(root, model_dir, 2, tmp_path)
     assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 2
     worker_checkpoints = os.path.join(model_dir, "workers", "worker_1", "checkpoints")
     assert checkpoint_steps(worker_checkpoints)[-1] == 2  # its own input position
     assert os.path.exists(os.path.join(model_dir, "flags.txt"))  # written by the chief
+    # Started again with more steps, both workers continue from step 2 (on new ports).
+    logs = run_workers(root, model_dir, 4, tmp_path)
+    assert all("resuming at step 2 of 4" in log for log in logs), logs[1][-2000:]
+    assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 4
+    assert checkpoint_steps(worker_checkpoints)[-1] == 4
