@@ -169,6 +169,24 @@ def test_validation_during_training_equals_evaluate_on_the_last_checkpoint(root,
         assert summary[key] == pytest.approx(result.validation[key], abs=1e-9), key
 
 
+def start_until_first_checkpoint(arguments, log, log_path, model_dir) -> subprocess.Popen:
+    """Starts `mtlcc_tf.train` writing to `log`; returns once its first checkpoint exists."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtlcc_tf.train", *arguments],
+        cwd=REPOSITORY,
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    deadline = time.monotonic() + 240
+    while not tf.train.latest_checkpoint(checkpoints):
+        assert process.poll() is None, f"ended without a checkpoint: {log_path.read_text()}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    return process
+
+
 def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
     model_dir = str(tmp_path / "run")
     log_path = tmp_path / "first.log"
@@ -182,21 +200,11 @@ def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
         *TINY_FLAGS,
     ]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mtlcc_tf.train", *arguments],
-            cwd=REPOSITORY,
-            env=subprocess_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        checkpoints = os.path.join(model_dir, "checkpoints")
-        deadline = time.monotonic() + 240
-        while not tf.train.latest_checkpoint(checkpoints) and process.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
+        process = start_until_first_checkpoint(arguments, log, log_path, model_dir)
         assert process.poll() is None, "the run ended before it could be killed"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
+    checkpoints = os.path.join(model_dir, "checkpoints")
     killed_at = saved_step(tf.train.latest_checkpoint(checkpoints))
     assert 2 <= killed_at < 40, log_path.read_text()[-2000:]
 
@@ -220,22 +228,12 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(root, tmp_path):
         *TINY_FLAGS,
     ]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mtlcc_tf.train", *arguments],
-            cwd=REPOSITORY,
-            env=subprocess_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        checkpoints = os.path.join(model_dir, "checkpoints")
-        deadline = time.monotonic() + 240
-        while not tf.train.latest_checkpoint(checkpoints):
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
+        process = start_until_first_checkpoint(arguments, log, log_path, model_dir)
         time.sleep(0.3)  # let it run past the checkpoint
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=120)
     output = log_path.read_text()
+    checkpoints = os.path.join(model_dir, "checkpoints")
     assert returncode == 143, output[-3000:]
     stopped_at = int(re.search(r"stopped by SIGTERM: checkpoint saved at step (\d+)", output)[1])
     last = tf.train.latest_checkpoint(checkpoints)
