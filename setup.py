@@ -15,6 +15,8 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["mtlcc_tf", "mtlcc_tf.*", "data_pipeline", "data_pipeline.*"]
     ),
+    # The fused kernel's source: compiled on the user's machine on first use (mtlcc_tf/ops).
+    package_data={"mtlcc_tf.ops": ["*.cc"]},
     install_requires=[
         "numpy>=1.26",
         "absl-py>=2.1",

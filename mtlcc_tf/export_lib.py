@@ -32,6 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import dataset_root, transforms
+from mtlcc_tf import ops
 
 SERVING_KEY = "serving_default"
 CLASSES_KEY = "classes"
@@ -207,14 +208,16 @@ def export(
             )
         module = ServingModule(model, class_table, classes_file)
         saved = os.path.join(temporary, "saved_model")
-        tf.saved_model.save(
-            module,
-            saved,
-            signatures={
-                SERVING_KEY: module.serve.get_concrete_function(),
-                CLASSES_KEY: module.classes.get_concrete_function(),
-            },
-        )
+        # Graph ops only: a server without mtlcc_tf's kernel library can load the model.
+        with ops.disabled():
+            tf.saved_model.save(
+                module,
+                saved,
+                signatures={
+                    SERVING_KEY: module.serve.get_concrete_function(),
+                    CLASSES_KEY: module.classes.get_concrete_function(),
+                },
+            )
         _replace(saved, export_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -5,6 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
+from mtlcc_tf import ops
+
 PADDINGS = ("reflect", "same")
 
 
@@ -273,6 +275,18 @@ class ConvLSTMCell(ConvRecurrentCell):
         filters = self.filters
         # [batch, height, width, 4 * filters]
         gates = tf.cast(projected + self._conv(hidden, self.recurrent_kernel), tf.float32)
+        fusable = self.normalization and self.spatial_normalization and not self.peepholes
+        if fusable and ops.use_fused():
+            hidden, cell = ops.ln_lstm_cell(
+                gates,
+                cell,
+                self.gate_scale,
+                self.gate_offset,
+                self.cell_scale,
+                self.cell_offset,
+                self.epsilon,
+            )
+            return hidden, (hidden, cell)
         if not self.normalization:
             gates = gates + self.bias
         elif not self.peepholes:

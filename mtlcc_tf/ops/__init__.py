@@ -1,0 +1,224 @@
+"""Custom CPU kernels of mtlcc-tf, compiled on first use and cached.
+
+`ln_lstm_cell` fuses the elementwise part of a layer-normalised ConvLSTM step (gate
+normalisation, activations, cell update and cell normalisation) into one forward and one
+backward kernel (`ln_lstm_cell.cc`): as graph ops that part is about thirty memory-bound
+passes over gate-sized tensors per step, and it is what made our cell slower than the stock
+`keras.layers.ConvLSTM2D`, which normalises nothing (benchmarks/README.md).
+
+The kernel is built with the machine's C++ compiler against the installed TensorFlow the first
+time it is needed (about 10 s), into `$MTLCC_TF_CACHE` (default `~/.cache/mtlcc_tf`), keyed by
+the source, TensorFlow's version and the compiler flags, and loaded from there afterwards.
+Where it cannot be built (no compiler, other platform) `available()` is False, a warning says
+why, and the cells use graph ops, which compute the same. `MTLCC_TF_FUSED=0` turns it off.
+"""
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import tensorflow as tf
+
+_SOURCE = pathlib.Path(__file__).with_name("ln_lstm_cell.cc")
+# -march=native: the cache lives on the machine that compiled it. Eigen's AVX512-FP16 code
+# does not build with GCC 12, and this kernel has no half-precision code anyway.
+_OPTIMIZATION_FLAGS = ["-O3", "-march=native", "-mno-avx512fp16"]
+
+
+def _cache_dir() -> pathlib.Path:
+    root = os.environ.get("MTLCC_TF_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mtlcc_tf"
+    )
+    return pathlib.Path(root)
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def _flags(compiler: str) -> list[str]:
+    flags = list(_OPTIMIZATION_FLAGS)
+    probe = subprocess.run(
+        [compiler, "-mno-avx512fp16", "-x", "c++", "-E", "-", "-o", os.devnull],
+        input=b"",
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:  # a compiler that does not know the option
+        flags.remove("-mno-avx512fp16")
+    return flags + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+
+
+def build(verbose: bool = False) -> pathlib.Path:
+    """Compiles the kernel library unless the cache has it; returns the library's path.
+
+    Raises:
+        RuntimeError: No compiler, an unsupported platform, or the compiler failed (its output
+            is in the message).
+    """
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise RuntimeError(
+            f"fused kernels are built on x86-64 Linux only, not {platform.platform()}"
+        )
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
+    flags = _flags(compiler)
+    key = hashlib.sha256(
+        b"\0".join(
+            [_SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode()]
+            + [flag.encode() for flag in flags]
+        )
+    ).hexdigest()[:16]
+    library = _cache_dir() / f"ln_lstm_cell-{key}.so"
+    if library.exists():
+        return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    if verbose:
+        print(
+            f"[mtlcc_tf.ops] compiling {_SOURCE.name} into {library} (about 10 s)", file=sys.stderr
+        )
+    # Compile to a temporary name and rename: concurrent processes never load a partial file.
+    descriptor, partial = tempfile.mkstemp(suffix=".so", dir=library.parent)
+    os.close(descriptor)
+    command = [compiler, "-shared", "-fPIC", "-Wno-deprecated-declarations", str(_SOURCE)]
+    command += ["-o", partial] + flags
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        os.unlink(partial)
+        raise RuntimeError(
+            f"compiling {_SOURCE} failed:\n{' '.join(command)}\n{result.stderr[-4000:]}"
+        )
+    os.replace(partial, library)
+    return library
+
+
+@functools.cache
+def _module():
+    """The loaded op library, or None (with one warning) where it cannot be built or loaded."""
+    if os.environ.get("MTLCC_TF_FUSED", "1") == "0":
+        return None
+    try:
+        return tf.load_op_library(str(build(verbose=True)))
+    except (RuntimeError, OSError, tf.errors.NotFoundError) as error:
+        logging.getLogger(__name__).warning(
+            "fused ConvLSTM kernel unavailable, using graph ops (slower): %s", error
+        )
+        return None
+
+
+def available() -> bool:
+    """Whether the fused kernel is built and loaded (builds it on the first call)."""
+    return _module() is not None
+
+
+_disabled_depth = 0
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this context, cells traced or run use graph ops, not the fused kernels.
+
+    For graphs that must not contain custom ops, such as exported SavedModels (a server would
+    need this library loaded).
+    """
+    global _disabled_depth
+    _disabled_depth += 1
+    try:
+        yield
+    finally:
+        _disabled_depth -= 1
+
+
+def _tracing_for_xla() -> bool:
+    """Whether the graph being built is XLA-compiled (`tf.function(jit_compile=True)`)."""
+    if tf.executing_eagerly():
+        return False
+    try:  # TensorFlow's own test for it; private, so fail open to graph ops.
+        from tensorflow.python.ops import control_flow_util
+
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):
+        return True
+
+
+def use_fused() -> bool:
+    """Whether cells should call the fused kernels now.
+
+    True when the kernel is built, no GPU is visible, nothing is XLA-compiled (no XLA kernel)
+    and no `disabled()` context is open.
+    """
+    return (
+        _disabled_depth == 0
+        and not tf.config.list_logical_devices("GPU")
+        and not _tracing_for_xla()
+        and available()
+    )
+
+
+def ln_lstm_cell(
+    gates: tf.Tensor,
+    cell: tf.Tensor,
+    gate_scale: tf.Tensor,
+    gate_offset: tf.Tensor,
+    cell_scale: tf.Tensor,
+    cell_offset: tf.Tensor,
+    epsilon: float,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One layer-normalised ConvLSTM step after its convolutions, fused (CPU only).
+
+    Computes what `ConvLSTMCell.step` computes with normalisation and without peepholes from
+    the gate pre-activations: i, f, g, o = LN(gates) per gate; c = LN(f * cell + i * g);
+    h = o * tanh(c). Differentiable in every input.
+
+    Args:
+        gates: [batch, height, width, 4 * filters] float32, input, forget, candidate, output.
+        cell: [batch, height, width, filters] float32, the previous cell state.
+        gate_scale: [4 * filters] per-channel scale of the normalised gates.
+        gate_offset: [4 * filters] per-channel offset of the normalised gates.
+        cell_scale: [filters] per-channel scale of the normalised cell.
+        cell_offset: [filters] per-channel offset of the normalised cell.
+        epsilon: Added to the variances.
+
+    Returns:
+        The new hidden and cell states, [batch, height, width, filters] float32.
+    """
+    module = _module()
+    if module is None:
+        raise RuntimeError("the fused ConvLSTM kernel is not available (see the log)")
+
+    @tf.custom_gradient
+    def fused(gates, cell_prev, gate_scale, gate_offset, cell_scale, cell_offset):
+        hidden, cell, activations, stats = module.mtlcc_ln_lstm_forward(
+            gates, cell_prev, gate_scale, gate_offset, cell_scale, cell_offset, epsilon=epsilon
+        )
+
+        def gradient(grad_hidden, grad_cell):
+            grad_hidden = tf.zeros_like(hidden) if grad_hidden is None else grad_hidden
+            grad_cell = tf.zeros_like(cell) if grad_cell is None else grad_cell
+            return module.mtlcc_ln_lstm_backward(
+                grad_hidden,
+                grad_cell,
+                gates,
+                cell_prev,
+                gate_scale,
+                cell_scale,
+                activations,
+                cell,
+                stats,
+            )
+
+        return (hidden, cell), gradient
+
+    # Variables are read here, outside `fused`: tf.custom_gradient would otherwise want their
+    # gradients through a `variables` argument.
+    vectors = [tf.convert_to_tensor(v) for v in (gate_scale, gate_offset, cell_scale, cell_offset)]
+    return fused(gates, cell, *vectors)

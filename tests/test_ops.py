@@ -1,0 +1,183 @@
+"""Tests of the fused ConvLSTM kernel: same values and gradients as the graph ops, fallbacks."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlcc_tf import ops
+from mtlcc_tf.layers import ConvLSTMCell, run_recurrence
+from mtlcc_tf.layers.cells import layer_norm
+
+EPSILON = 1e-5
+
+
+def graph_ops_step(gates, cell, gate_scale, gate_offset, cell_scale, cell_offset, epsilon):
+    """The fused kernel's math written out with `layer_norm`, as the cell does without it."""
+    gates = layer_norm(gates, 4, gate_scale, gate_offset, epsilon)
+    input_gate, forget_gate, candidate, output_gate = tf.split(gates, 4, axis=-1)
+    cell = tf.sigmoid(forget_gate) * cell + tf.sigmoid(input_gate) * tf.tanh(candidate)
+    cell = layer_norm(cell, 1, cell_scale, cell_offset, epsilon)
+    return tf.sigmoid(output_gate) * tf.tanh(cell), cell
+
+
+def step_arguments(batch, height, width, filters, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def normal(shape, scale, mean=0.0):
+        return tf.constant(rng.normal(mean, scale, size=shape).astype(np.float32))
+
+    return [
+        normal((batch, height, width, 4 * filters), 2.0, 0.3),
+        normal((batch, height, width, filters), 1.0),
+        normal((4 * filters,), 0.5, 1.0),
+        normal((4 * filters,), 0.5),
+        normal((filters,), 0.5, 1.0),
+        normal((filters,), 0.5),
+    ]
+
+
+def values_and_gradients(step_fn, arguments, seed=1):
+    """Both outputs and the gradients of a random linear function of them to every input."""
+    rng = np.random.default_rng(seed)
+    weights = [tf.constant(rng.normal(size=arguments[1].shape).astype(np.float32)) for _ in "hc"]
+    with tf.GradientTape() as tape:
+        tape.watch(arguments)
+        hidden, cell = step_fn(*arguments, EPSILON)
+        loss = tf.reduce_sum(hidden * weights[0]) + tf.reduce_sum(cell * weights[1])
+    return [hidden, cell, *tape.gradient(loss, arguments)]
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 6, 8), (1, 2, 3, 1), (2, 8, 8, 13)])
+def test_fused_step_matches_graph_ops(shape):
+    assert ops.available(), "the kernel must build here (g++ and TensorFlow's headers)"
+    arguments = step_arguments(*shape)
+    fused = values_and_gradients(ops.ln_lstm_cell, arguments)
+    expected = values_and_gradients(graph_ops_step, arguments)
+    names = ["hidden", "cell", "d_gates", "d_cell", "d_gate_scale", "d_gate_offset",
+             "d_cell_scale", "d_cell_offset"]  # fmt: skip
+    for name, actual, wanted in zip(names, fused, expected, strict=True):
+        assert actual.shape == wanted.shape, name
+        scale = max(1.0, float(tf.reduce_max(tf.abs(wanted))))
+        np.testing.assert_allclose(actual, wanted, atol=2e-5 * scale, err_msg=name)
+
+
+def test_constant_gates_do_not_blow_up():
+    # Zero variance: the epsilon keeps the normalisation finite, as in the graph ops.
+    gates, cell, *vectors = step_arguments(2, 4, 4, 3)
+    arguments = [tf.ones_like(gates), tf.zeros_like(cell), *vectors]
+    fused = values_and_gradients(ops.ln_lstm_cell, arguments)
+    expected = values_and_gradients(graph_ops_step, arguments)
+    for actual, wanted in zip(fused, expected, strict=True):
+        assert np.isfinite(actual).all()
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-4)
+
+
+def direction(cell, inputs, lengths):
+    """Forward and backward through a whole sequence of one direction, as a tf.function."""
+
+    @tf.function
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            (hidden, cell_state), (hiddens,) = run_recurrence(
+                cell, cell.project_inputs(inputs), lengths, num_collected=1
+            )
+            loss = tf.reduce_sum(hidden * 0.3 + cell_state**2) + tf.reduce_sum(hiddens[1] * 0.7)
+        gradients = tape.gradient(loss, [inputs, *cell.trainable_weights])
+        return [hidden, cell_state, hiddens, *gradients]
+
+    return run
+
+
+def op_types(function) -> set[str]:
+    return {op.type for op in function.get_concrete_function().graph.get_operations()}
+
+
+@pytest.mark.parametrize("padding", ["reflect", "same"])
+def test_convlstm_sequence_is_the_same_with_and_without_the_kernel(padding):
+    cell = ConvLSTMCell(4, padding=padding)
+    cell.build((None, None, None, 3))
+    rng = np.random.default_rng(2)
+    for weight in cell.weights:
+        weight.assign(rng.normal(0.5 if "scale" in weight.name else 0.0, 0.3, weight.shape))
+    inputs = tf.constant(rng.normal(size=(5, 2, 8, 8, 3)).astype(np.float32))
+    lengths = tf.constant([5, 3])
+
+    fused_run = direction(cell, inputs, lengths)
+    fused = fused_run()
+    assert "MtlccLnLstmForward" in op_types(fused_run)
+    with ops.disabled():
+        graph_run = direction(cell, inputs, lengths)
+        expected = graph_run()
+        assert "MtlccLnLstmForward" not in op_types(graph_run)
+    for actual, wanted in zip(fused, expected, strict=True):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_is_not_used_under_xla():
+    cell = ConvLSTMCell(2)
+    cell.build((None, None, None, 3))
+    inputs = tf.random.normal([3, 1, 6, 6, 3])
+
+    def final_states():
+        return run_recurrence(cell, cell.project_inputs(inputs), tf.constant([3]))[0]
+
+    run = tf.function(final_states)
+    compiled = tf.function(final_states, jit_compile=True)
+    assert "MtlccLnLstmForward" in op_types(run)
+    assert "MtlccLnLstmForward" not in op_types(compiled)
+    np.testing.assert_allclose(compiled()[1], run()[1], atol=1e-5)
+
+
+def test_kernel_rejects_mismatched_shapes():
+    gates, cell, *vectors = step_arguments(2, 4, 4, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"cells must be \[2,4,4,3\]"):
+        ops.ln_lstm_cell(gates, cell[:, :2], *vectors, EPSILON)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="gate scale and offset must be"):
+        ops.ln_lstm_cell(gates, cell, vectors[0][:5], *vectors[1:], EPSILON)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="4 \\* filters"):
+        ops.ln_lstm_cell(gates[..., :11], cell, *vectors, EPSILON)
+
+
+FALLBACK_CHECK = """
+from mtlcc_tf import ops
+from mtlcc_tf.layers import ConvLSTMCell
+import tensorflow as tf
+cell = ConvLSTMCell(2)
+hidden, _ = cell(tf.ones([1, 4, 4, 3]), [tf.zeros([1, 4, 4, 2])] * 2)
+print("available", ops.available(), "hidden", tuple(hidden.shape))
+"""
+
+
+@pytest.mark.parametrize(
+    "environment, reason",
+    [({"CXX": "/bin/false"}, "ln_lstm_cell.cc failed"), ({"MTLCC_TF_FUSED": "0"}, None)],
+)
+def test_without_the_kernel_cells_fall_back_to_graph_ops(tmp_path, environment, reason):
+    env = {**os.environ, "MTLCC_TF_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", FALLBACK_CHECK], env={**env, **environment},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "available False hidden (1, 4, 4, 2)" in result.stdout
+    if reason:
+        assert "fused ConvLSTM kernel unavailable, using graph ops" in result.stderr
+        assert reason in result.stderr
+    assert not list(tmp_path.glob("*.so"))  # no partial library left behind
+
+
+def test_eager_cell_with_variables_trains():
+    # Eagerly, with the cell's own variables (not tensors) as scale and offset.
+    cell = ConvLSTMCell(3)
+    inputs, states = tf.random.normal([2, 6, 6, 4]), [tf.random.normal([2, 6, 6, 3])] * 2
+    cell(inputs, states)
+    with tf.GradientTape() as tape:
+        hidden, _ = cell(inputs, states)
+        loss = tf.reduce_sum(hidden**2)
+    gradients = tape.gradient(loss, cell.trainable_weights)
+    assert all(gradient is not None and np.any(gradient != 0) for gradient in gradients)
