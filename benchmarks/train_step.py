@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtlcc_tf import ops
 from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.layers import ClassificationHead
 from mtlcc_tf.models import build_model
@@ -25,6 +26,7 @@ from mtlcc_tf.models import build_model
 # Gates per cell: convolution output channels = gates * filters.
 GATES = {
     "lstm": 4,
+    "lstm_graph_ops": 4,
     "lstm_stock_math": 4,
     "gru": 3,
     "keras_convlstm": 4,
@@ -47,7 +49,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--kernel", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=17)
     parser.add_argument(
-        "--cells", default="lstm,gru,keras_convlstm,lstm_stock_math,keras_convlstm_unmasked"
+        "--cells",
+        default="lstm,gru,keras_convlstm,lstm_graph_ops,lstm_stock_math,keras_convlstm_unmasked",
     )
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
@@ -100,6 +103,7 @@ def train_flops_per_sample(args: argparse.Namespace, cell: str) -> float:
 def build_benchmark_model(args: argparse.Namespace, cell: str) -> keras.Model:
     """The model of `build_model` for `cell`, or a named variant.
 
+    'lstm_graph_ops' is `lstm` (run without mtlcc_tf.ops' fused kernels by `make_train_step`),
     'lstm_stock_math' is our ConvLSTM doing the stock layer's math (no normalisation, zero
     padding); 'keras_convlstm_unmasked' is the bare stock layer without sequence lengths.
     """
@@ -113,7 +117,7 @@ def build_benchmark_model(args: argparse.Namespace, cell: str) -> keras.Model:
     config = ModelConfig(
         num_classes=args.num_classes,
         input_channels=args.channels,
-        convcell="lstm" if cell == "lstm_stock_math" else cell,
+        convcell="lstm" if cell in ("lstm_graph_ops", "lstm_stock_math") else cell,
         convrnn_filters=args.filters,
         convrnn_kernel=args.kernel,
     )
@@ -145,6 +149,13 @@ def make_train_step(args: argparse.Namespace, cell: str, precision: str):
         optimizer.apply(gradients, model.trainable_variables)
         return loss
 
+    if cell == "lstm_graph_ops":
+
+        def graph_ops_train_step(features, labels):
+            with ops.disabled():  # traced (on the first call) without the fused kernels
+                return train_step(features, labels)
+
+        return graph_ops_train_step
     return train_step
 
 
@@ -154,6 +165,7 @@ RATIOS = {
     "lstm_vs_stock_bfloat16": ("lstm/mixed_bfloat16", "keras_convlstm/mixed_bfloat16"),
     "lstm_vs_unmasked_stock_float32": ("lstm/float32", "keras_convlstm_unmasked/float32"),
     "lstm_stock_math_vs_stock_float32": ("lstm_stock_math/float32", "keras_convlstm/float32"),
+    "lstm_fused_vs_graph_ops_float32": ("lstm/float32", "lstm_graph_ops/float32"),
     "lstm_bfloat16_vs_float32": ("lstm/mixed_bfloat16", "lstm/float32"),
     "gru_bfloat16_vs_float32": ("gru/mixed_bfloat16", "gru/float32"),
     "stock_bfloat16_vs_float32": ("keras_convlstm/mixed_bfloat16", "keras_convlstm/float32"),
@@ -257,6 +269,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "fused_kernels": ops.available(),
         "shape": dict(
             batch=args.batch,
             time=args.time,

@@ -109,11 +109,13 @@ def test_convlstm_sequence_is_the_same_with_and_without_the_kernel(padding):
 
     fused_run = direction(cell, inputs, lengths)
     fused = fused_run()
-    assert "MtlccLnLstmForward" in op_types(fused_run)
+    fused_ops = op_types(fused_run)
+    assert "MtlccLnLstmForward" in fused_ops
+    assert ("MtlccReflectPad" in fused_ops) == (padding == "reflect")
     with ops.disabled():
         graph_run = direction(cell, inputs, lengths)
         expected = graph_run()
-        assert "MtlccLnLstmForward" not in op_types(graph_run)
+        assert not [op for op in op_types(graph_run) if op.startswith("Mtlcc")]
     for actual, wanted in zip(fused, expected, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-4, atol=1e-5)
 
@@ -143,6 +145,30 @@ def test_kernel_rejects_mismatched_shapes():
         ops.ln_lstm_cell(gates[..., :11], cell, *vectors, EPSILON)
 
 
+@pytest.mark.parametrize("shape, border", [((2, 5, 6, 3), 1), ((1, 7, 4, 2), 2), ((3, 2, 2, 1), 1)])
+def test_reflect_pad_matches_tf_pad(shape, border):
+    rng = np.random.default_rng(3)
+    inputs = tf.constant(rng.normal(size=shape).astype(np.float32))
+    padded_shape = (shape[0], shape[1] + 2 * border, shape[2] + 2 * border, shape[3])
+    weights = tf.constant(rng.normal(size=padded_shape).astype(np.float32))
+    paddings = [[0, 0], [border, border], [border, border], [0, 0]]
+    results = []
+    for pad in (lambda x: ops.reflect_pad(x, border), lambda x: tf.pad(x, paddings, "REFLECT")):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            padded = pad(inputs)
+            loss = tf.reduce_sum(padded * weights)
+        results.append((padded, tape.gradient(loss, inputs)))
+    (padded, gradient), (expected_padded, expected_gradient) = results
+    np.testing.assert_array_equal(padded, expected_padded)
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-6, atol=1e-6)
+
+
+def test_reflect_pad_rejects_too_small_inputs():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="height and width above 2"):
+        ops.reflect_pad(tf.zeros([1, 2, 5, 1]), 2)
+
+
 FALLBACK_CHECK = """
 from mtlcc_tf import ops
 from mtlcc_tf.layers import ConvLSTMCell
@@ -155,7 +181,7 @@ print("available", ops.available(), "hidden", tuple(hidden.shape))
 
 @pytest.mark.parametrize(
     "environment, reason",
-    [({"CXX": "/bin/false"}, "ln_lstm_cell.cc failed"), ({"MTLCC_TF_FUSED": "0"}, None)],
+    [({"CXX": "/bin/false"}, "kernels.cc failed"), ({"MTLCC_TF_FUSED": "0"}, None)],
 )
 def test_without_the_kernel_cells_fall_back_to_graph_ops(tmp_path, environment, reason):
     env = {**os.environ, "MTLCC_TF_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -22,6 +22,8 @@ def spatial_padding(inputs: tf.Tensor, kernel_size: int, padding: str) -> tuple[
     if padding == "same" or kernel_size == 1:
         return inputs, "SAME"
     border = kernel_size // 2
+    if inputs.dtype == tf.float32 and ops.use_fused():
+        return ops.reflect_pad(inputs, border), "VALID"
     paddings = [[0, 0], [border, border], [border, border], [0, 0]]
     return tf.pad(inputs, paddings, mode="REFLECT"), "VALID"
 

@@ -1,4 +1,5 @@
-// Fused elementwise part of one step of the layer-normalised ConvLSTM cell (CPU).
+// CPU kernels of mtlcc_tf (see __init__.py): the fused elementwise part of one step of the
+// layer-normalised ConvLSTM cell, and reflect padding of the spatial axes with its gradient.
 //
 // One step of `mtlcc_tf.layers.ConvLSTMCell` with normalisation and no peepholes is two
 // convolutions and then elementwise work: layer normalisation of the four gate pre-activations
@@ -12,6 +13,7 @@
 // sums in float per channel, then in double per group; variance E[x^2] - E[x]^2.
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "Eigen/Core"
@@ -263,25 +265,28 @@ class LnLstmBackwardOp : public OpKernel {
       // Per-channel sums of dxhat and dxhat * xhat, for the cell and the gates.
       Array cell_sum1 = Array::Zero(f), cell_sum2 = Array::Zero(f);
       Array gate_sum1 = Array::Zero(g), gate_sum2 = Array::Zero(g);
+      // Per-pixel temporaries, allocated once per sample rather than once per pixel.
+      Array t(f), c_hat(f), dc_hat(f), do_n(f), z_hat(3 * f);
 
       // Pass A: gradient into the normalised cell (kept in dc_prev for now) and the output gate.
       for (int64_t i = 0; i < p; ++i) {
         ConstMap a(act + i * g, g), dhi(dh + i * f, f);
-        const Array t = ConstMap(c + i * f, f).tanh();
+        t = ConstMap(c + i * f, f).tanh();
         const auto o = a.tail(f);
         Map dct(dc_prev + i * f, f);
         dct = ConstMap(dc_next + i * f, f) + dhi * o * (1.0f - t.square());
-        const Array c_hat = (a.segment(f, f) * ConstMap(c_prev + i * f, f) +
-                             a.head(f) * a.segment(2 * f, f) - cell_mean) *
-                            cell_inverse_std;
+        c_hat = (a.segment(f, f) * ConstMap(c_prev + i * f, f) + a.head(f) * a.segment(2 * f, f) -
+                 cell_mean) *
+                cell_inverse_std;
         d_cell_scale += dct * c_hat;
         d_cell_offset += dct;
-        const Array dc_hat = dct * cell_scale;
+        dc_hat = dct * cell_scale;
         cell_sum1 += dc_hat;
         cell_sum2 += dc_hat * c_hat;
 
-        const Array do_n = dhi * t * o * (1.0f - o);
-        const Array zo_hat = ConstMap(z + i * g + 3 * f, f) * z_factor.tail(f) + z_shift.tail(f);
+        do_n = dhi * t * o * (1.0f - o);
+        auto zo_hat = z_hat.head(f);
+        zo_hat = ConstMap(z + i * g + 3 * f, f) * z_factor.tail(f) + z_shift.tail(f);
         d_gate_scale.tail(f) += do_n * zo_hat;
         d_gate_offset.tail(f) += do_n;
         Map dzo_hat(dz + i * g + 3 * f, f);
@@ -297,17 +302,16 @@ class LnLstmBackwardOp : public OpKernel {
       for (int64_t i = 0; i < p; ++i) {
         ConstMap a(act + i * g, g), cpi(c_prev + i * f, f);
         const auto in = a.head(f), fg = a.segment(f, f), cand = a.segment(2 * f, f);
-        const Array c_hat = (fg * cpi + in * cand - cell_mean) * cell_inverse_std;
+        c_hat = (fg * cpi + in * cand - cell_mean) * cell_inverse_std;
         Map dci(dc_prev + i * f, f);
-        const Array dc_raw =
-            cell_inverse_std * (dci * cell_scale - cell_mean1 - c_hat * cell_mean2);
+        Array& dc_raw = dc_hat;  // the gradient into the raw cell, in dc_hat's memory
+        dc_raw = cell_inverse_std * (dci * cell_scale - cell_mean1 - c_hat * cell_mean2);
         dci = dc_raw * fg;
         Map dzi(dz + i * g, 3 * f);
         dzi.head(f) = dc_raw * cand * in * (1.0f - in);
         dzi.segment(f, f) = dc_raw * cpi * fg * (1.0f - fg);
         dzi.tail(f) = dc_raw * in * (1.0f - cand.square());
-        const Array z_hat = ConstMap(z + i * g, 3 * f) * z_factor.head(3 * f) +
-                            z_shift.head(3 * f);
+        z_hat = ConstMap(z + i * g, 3 * f) * z_factor.head(3 * f) + z_shift.head(3 * f);
         d_gate_scale.head(3 * f) += dzi * z_hat;
         d_gate_offset.head(3 * f) += dzi;
         dzi *= gate_scale.head(3 * f);
@@ -345,6 +349,110 @@ class LnLstmBackwardOp : public OpKernel {
           ConstMap(partial_cell.data() + (n + b) * f, f);
     }
   }
+};
+
+// Index of padded position `i` (border `b`) in an axis of `n` > b pixels, reflected as
+// tf.pad(mode="REFLECT"): -1 -> 1, n -> n - 2.
+inline int64_t Reflect(int64_t i, int64_t b, int64_t n) {
+  i -= b;
+  if (i < 0) return -i;
+  if (i >= n) return 2 * (n - 1) - i;
+  return i;
+}
+
+// [batch, height, width, channels] -> [batch, height + 2b, width + 2b, channels].
+class ReflectPadOp : public OpKernel {
+ public:
+  explicit ReflectPadOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("border", &border_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    OP_REQUIRES(context, input.dims() == 4,
+                InvalidArgument("reflect padding needs [batch, height, width, channels], got ",
+                                input.shape().DebugString()));
+    const int64_t n = input.dim_size(0), h = input.dim_size(1), w = input.dim_size(2);
+    const int64_t c = input.dim_size(3), b = border_;
+    OP_REQUIRES(context, h > b && w > b,
+                InvalidArgument("reflect padding by ", b, " needs height and width above ", b,
+                                ", got ", input.shape().DebugString()));
+    const int64_t ph = h + 2 * b, pw = w + 2 * b;
+    Tensor* output;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({n, ph, pw, c}), &output));
+    const float* x = input.flat<float>().data();
+    float* y = output->flat<float>().data();
+    const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
+    // One unit: one padded row of one sample.
+    tensorflow::Shard(workers.num_threads, workers.workers, n * ph, pw * c * 2,
+                      [&](int64_t start, int64_t limit) {
+                        for (int64_t unit = start; unit < limit; ++unit) {
+                          const int64_t sample = unit / ph, row = unit % ph;
+                          const float* source = x + (sample * h + Reflect(row, b, h)) * w * c;
+                          float* target = y + unit * pw * c;
+                          std::memcpy(target + b * c, source, w * c * sizeof(float));
+                          for (int64_t i = 0; i < b; ++i) {
+                            std::memcpy(target + i * c, source + Reflect(i, b, w) * c,
+                                        c * sizeof(float));
+                            const int64_t j = pw - 1 - i;
+                            std::memcpy(target + j * c, source + Reflect(j, b, w) * c,
+                                        c * sizeof(float));
+                          }
+                        }
+                      });
+  }
+
+ private:
+  int border_;
+};
+
+// Gradient of ReflectPad: every padded pixel's gradient is added to the pixel it copies.
+class ReflectPadGradOp : public OpKernel {
+ public:
+  explicit ReflectPadGradOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("border", &border_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& grad = context->input(0);
+    const int64_t b = border_;
+    OP_REQUIRES(context, grad.dims() == 4 && grad.dim_size(1) > 3 * b && grad.dim_size(2) > 3 * b,
+                InvalidArgument("the gradient of reflect padding by ", b,
+                                " must be [batch, height + 2b, width + 2b, channels], got ",
+                                grad.shape().DebugString()));
+    const int64_t n = grad.dim_size(0), ph = grad.dim_size(1), pw = grad.dim_size(2);
+    const int64_t c = grad.dim_size(3), h = ph - 2 * b, w = pw - 2 * b;
+    Tensor* output;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({n, h, w, c}), &output));
+    const float* dy = grad.flat<float>().data();
+    float* dx = output->flat<float>().data();
+    const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
+    // One unit: one sample (border rows add into rows of other shards of the same sample).
+    const int64_t cost = ph * pw * c * 3;
+    tensorflow::Shard(
+        workers.num_threads, workers.workers, n, cost, [&](int64_t start, int64_t limit) {
+          for (int64_t sample = start; sample < limit; ++sample) {
+            const float* source = dy + sample * ph * pw * c;
+            float* target = dx + sample * h * w * c;
+            for (int64_t row = 0; row < h; ++row) {
+              std::memcpy(target + row * w * c, source + ((row + b) * pw + b) * c,
+                          w * c * sizeof(float));
+            }
+            for (int64_t row = 0; row < ph; ++row) {
+              const bool border_row = row < b || row >= h + b;
+              float* target_row = target + Reflect(row, b, h) * w * c;
+              for (int64_t column = 0; column < pw; ++column) {
+                if (!border_row && column >= b && column < w + b) continue;
+                Map(target_row + Reflect(column, b, w) * c, c) +=
+                    ConstMap(source + (row * pw + column) * c, c);
+              }
+            }
+          }
+        });
+  }
+
+ private:
+  int border_;
 };
 
 absl::Status SameAs(InferenceContext* c, int input, std::initializer_list<int> outputs) {
@@ -401,6 +509,43 @@ REGISTER_OP("MtlccLnLstmBackward")
     })
     .Doc("Gradient of MtlccLnLstmForward.");
 
+REGISTER_OP("MtlccReflectPad")
+    .Input("input: float")
+    .Attr("border: int >= 1")
+    .Output("output: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle input;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      int border;
+      TF_RETURN_IF_ERROR(c->GetAttr("border", &border));
+      tensorflow::shape_inference::DimensionHandle height, width;
+      TF_RETURN_IF_ERROR(c->Add(c->Dim(input, 1), 2 * border, &height));
+      TF_RETURN_IF_ERROR(c->Add(c->Dim(input, 2), 2 * border, &width));
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), height, width, c->Dim(input, 3)}));
+      return absl::OkStatus();
+    })
+    .Doc("tf.pad(input, border on height and width, mode='REFLECT') (mtlcc_tf.ops).");
+
+REGISTER_OP("MtlccReflectPadGrad")
+    .Input("grad: float")
+    .Attr("border: int >= 1")
+    .Output("output: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle grad;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &grad));
+      int border;
+      TF_RETURN_IF_ERROR(c->GetAttr("border", &border));
+      tensorflow::shape_inference::DimensionHandle height, width;
+      TF_RETURN_IF_ERROR(c->Subtract(c->Dim(grad, 1), 2 * border, &height));
+      TF_RETURN_IF_ERROR(c->Subtract(c->Dim(grad, 2), 2 * border, &width));
+      c->set_output(0, c->MakeShape({c->Dim(grad, 0), height, width, c->Dim(grad, 3)}));
+      return absl::OkStatus();
+    })
+    .Doc("Gradient of MtlccReflectPad.");
+
+REGISTER_KERNEL_BUILDER(Name("MtlccReflectPad").Device(tensorflow::DEVICE_CPU), ReflectPadOp);
+REGISTER_KERNEL_BUILDER(Name("MtlccReflectPadGrad").Device(tensorflow::DEVICE_CPU),
+                        ReflectPadGradOp);
 REGISTER_KERNEL_BUILDER(Name("MtlccLnLstmForward").Device(tensorflow::DEVICE_CPU),
                         LnLstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("MtlccLnLstmBackward").Device(tensorflow::DEVICE_CPU),
