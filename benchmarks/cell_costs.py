@@ -5,8 +5,8 @@ thread and in process CPU time (so another job on a second core disturbs it litt
 
 - one direction of a ConvLSTM, forward and backward through all steps (reference shape: batch 4,
   30 steps, 24 x 24 px, 15 channels, 64 filters, 3 x 3): our cell with the original's layer
-  normalisation and reflect padding, each of them off, both off (the stock layer's math), and
-  the stock `keras.layers.ConvLSTM2D`;
+  normalisation and reflect padding (with mtlcc_tf.ops' fused kernels, and without them), each
+  of them off, both off (the stock layer's math), and the stock `keras.layers.ConvLSTM2D`;
 - our `layer_norm` of the gate pre-activations [4, 24, 24, 256], forward and backward, as
   graph ops and XLA-compiled;
 - single TensorFlow ops on a tensor of that shape (per call).
@@ -23,6 +23,7 @@ import time
 import keras
 import tensorflow as tf
 
+from mtlcc_tf import ops
 from mtlcc_tf.layers.cells import ConvLSTMCell, layer_norm
 from mtlcc_tf.layers.recurrence import run_recurrence
 
@@ -49,8 +50,11 @@ def fastest_ms(function, repeats: int) -> float:
     return round(best * 1000, 2)
 
 
-def one_direction(args, normalization: bool, padding: str):
-    """Forward and backward of one direction of our ConvLSTM, final cell state as the loss."""
+def one_direction(args, normalization: bool, padding: str, fused: bool = True):
+    """Forward and backward of one direction of our ConvLSTM, final cell state as the loss.
+
+    Without `fused`, the step is traced (on its first call) with graph ops only.
+    """
     cell = ConvLSTMCell(args.filters, normalization=normalization, padding=padding)
     cell.build((None, None, None, args.channels))
     inputs = tf.random.normal([args.time, args.batch, args.size, args.size, args.channels])
@@ -63,7 +67,14 @@ def one_direction(args, normalization: bool, padding: str):
             loss = tf.reduce_sum(tf.square(states[-1]))
         return tape.gradient(loss, cell.trainable_weights)
 
-    return step
+    if fused:
+        return step
+
+    def graph_ops_step():
+        with ops.disabled():
+            return step()
+
+    return graph_ops_step
 
 
 def stock_direction(args):
@@ -110,7 +121,7 @@ def single_ops(args) -> dict:
     values = [tf.random.normal([args.batch, args.size, args.size, gates]) for _ in range(10)]
     per_sample = tf.random.normal([args.batch, 1, 1, gates])
     per_channel = tf.random.normal([gates])
-    ops = {
+    single = {
         "add_scalar": lambda x: x + 1.0,
         "square": tf.square,
         "multiply_same_shape": lambda x: x * x,
@@ -122,7 +133,7 @@ def single_ops(args) -> dict:
         "reduce_sum_over_all_but_batch": lambda x: tf.reduce_sum(x, axis=[1, 2, 3]),
     }
     results = {}
-    for name, op in ops.items():
+    for name, op in single.items():
         calls = tf.function(lambda op=op: [op(x) for x in values])
         results[name] = round(fastest_ms(calls, args.repeats) / len(values), 3)
     return results
@@ -135,6 +146,7 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     directions = {
         "ours_default": one_direction(args, True, "reflect"),
+        "ours_default_graph_ops": one_direction(args, True, "reflect", fused=False),
         "ours_zero_padding": one_direction(args, True, "same"),
         "ours_no_normalization": one_direction(args, False, "reflect"),
         "ours_stock_math": one_direction(args, False, "same"),
@@ -157,6 +169,7 @@ def main() -> None:
         json.dumps(
             {
                 "threads": 1,
+                "fused_kernels": ops.available(),
                 "shape": {
                     "batch": args.batch,
                     "time": args.time,
