@@ -360,12 +360,21 @@ inline int64_t Reflect(int64_t i, int64_t b, int64_t n) {
   return i;
 }
 
-// [batch, height, width, channels] -> [batch, height + 2b, width + 2b, channels].
-class ReflectPadOp : public OpKernel {
+// The padding ops' shared attribute: pixels added on each side of height and width.
+class BorderOpKernel : public OpKernel {
  public:
-  explicit ReflectPadOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit BorderOpKernel(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("border", &border_));
   }
+
+ protected:
+  int border_;
+};
+
+// [batch, height, width, channels] -> [batch, height + 2b, width + 2b, channels].
+class ReflectPadOp : public BorderOpKernel {
+ public:
+  using BorderOpKernel::BorderOpKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& input = context->input(0);
@@ -401,17 +410,12 @@ class ReflectPadOp : public OpKernel {
                         }
                       });
   }
-
- private:
-  int border_;
 };
 
 // Gradient of ReflectPad: every padded pixel's gradient is added to the pixel it copies.
-class ReflectPadGradOp : public OpKernel {
+class ReflectPadGradOp : public BorderOpKernel {
  public:
-  explicit ReflectPadGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("border", &border_));
-  }
+  using BorderOpKernel::BorderOpKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& grad = context->input(0);
@@ -450,13 +454,26 @@ class ReflectPadGradOp : public OpKernel {
           }
         });
   }
-
- private:
-  int border_;
 };
 
 absl::Status SameAs(InferenceContext* c, int input, std::initializer_list<int> outputs) {
   for (int output : outputs) c->set_output(output, c->input(input));
+  return absl::OkStatus();
+}
+
+// Shape function of the padding ops: height and width grow (`pad`) or shrink by 2 * border.
+absl::Status PaddedShape(InferenceContext* c, bool pad) {
+  ShapeHandle input;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+  int border;
+  TF_RETURN_IF_ERROR(c->GetAttr("border", &border));
+  tensorflow::shape_inference::DimensionHandle size[2];
+  for (int axis : {1, 2}) {
+    auto dim = c->Dim(input, axis);
+    TF_RETURN_IF_ERROR(pad ? c->Add(dim, 2 * border, &size[axis - 1])
+                           : c->Subtract(dim, 2 * border, &size[axis - 1]));
+  }
+  c->set_output(0, c->MakeShape({c->Dim(input, 0), size[0], size[1], c->Dim(input, 3)}));
   return absl::OkStatus();
 }
 
@@ -513,34 +530,14 @@ REGISTER_OP("MtlccReflectPad")
     .Input("input: float")
     .Attr("border: int >= 1")
     .Output("output: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle input;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
-      int border;
-      TF_RETURN_IF_ERROR(c->GetAttr("border", &border));
-      tensorflow::shape_inference::DimensionHandle height, width;
-      TF_RETURN_IF_ERROR(c->Add(c->Dim(input, 1), 2 * border, &height));
-      TF_RETURN_IF_ERROR(c->Add(c->Dim(input, 2), 2 * border, &width));
-      c->set_output(0, c->MakeShape({c->Dim(input, 0), height, width, c->Dim(input, 3)}));
-      return absl::OkStatus();
-    })
+    .SetShapeFn([](InferenceContext* c) { return PaddedShape(c, true); })
     .Doc("tf.pad(input, border on height and width, mode='REFLECT') (mtlcc_tf.ops).");
 
 REGISTER_OP("MtlccReflectPadGrad")
     .Input("grad: float")
     .Attr("border: int >= 1")
     .Output("output: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle grad;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &grad));
-      int border;
-      TF_RETURN_IF_ERROR(c->GetAttr("border", &border));
-      tensorflow::shape_inference::DimensionHandle height, width;
-      TF_RETURN_IF_ERROR(c->Subtract(c->Dim(grad, 1), 2 * border, &height));
-      TF_RETURN_IF_ERROR(c->Subtract(c->Dim(grad, 2), 2 * border, &width));
-      c->set_output(0, c->MakeShape({c->Dim(grad, 0), height, width, c->Dim(grad, 3)}));
-      return absl::OkStatus();
-    })
+    .SetShapeFn([](InferenceContext* c) { return PaddedShape(c, false); })
     .Doc("Gradient of MtlccReflectPad.");
 
 REGISTER_KERNEL_BUILDER(Name("MtlccReflectPad").Device(tensorflow::DEVICE_CPU), ReflectPadOp);
