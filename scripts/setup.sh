@@ -40,10 +40,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
-# The fused ConvLSTM kernel (mtlcc_tf/ops), compiled once for this machine's CPU and cached; without
-# it training still works, on slower graph ops.
+# The fused CPU kernels (mtlcc_tf/ops), compiled once for this machine's CPU and cached; without
+# them training still works, on slower graph ops.
 if ! built="$(.venv/bin/python -m mtlcc_tf.ops 2>&1)"; then
   echo "$built" | tail -n 8 >&2
-  echo "[setup] warning: the fused ConvLSTM kernel did not build; the cells use graph ops" >&2
+  echo "[setup] warning: the fused CPU kernels did not build; the cells use graph ops" >&2
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import tensorflow as t, keras as k; from osgeo import gdal as g; print(f"tensorflow {t.__version__}, keras {k.__version__}, gdal {g.__version__}")' 2>/dev/null)"

@@ -181,7 +181,11 @@ print("available", ops.available(), "hidden", tuple(hidden.shape))
 
 @pytest.mark.parametrize(
     "environment, reason",
-    [({"CXX": "/bin/false"}, "kernels.cc failed"), ({"MTLCC_TF_FUSED": "0"}, None)],
+    [
+        ({"CXX": "/bin/false"}, "kernels.cc failed"),
+        ({"CXX": "/nonexistent/g++"}, "cannot run the C++ compiler"),
+        ({"MTLCC_TF_FUSED": "0"}, None),
+    ],
 )
 def test_without_the_kernel_cells_fall_back_to_graph_ops(tmp_path, environment, reason):
     env = {**os.environ, "MTLCC_TF_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -49,12 +49,15 @@ def _compiler() -> str | None:
 
 def _flags(compiler: str) -> list[str]:
     flags = list(_OPTIMIZATION_FLAGS)
-    probe = subprocess.run(
-        [compiler, "-mno-avx512fp16", "-x", "c++", "-E", "-", "-o", os.devnull],
-        input=b"",
-        capture_output=True,
-        check=False,
-    )
+    try:
+        probe = subprocess.run(
+            [compiler, "-mno-avx512fp16", "-x", "c++", "-E", "-", "-o", os.devnull],
+            input=b"",
+            capture_output=True,
+            check=False,
+        )
+    except OSError as error:
+        raise RuntimeError(f"cannot run the C++ compiler {compiler!r}: {error}") from error
     if probe.returncode != 0:  # a compiler that does not know the option
         flags.remove("-mno-avx512fp16")
     return flags + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
