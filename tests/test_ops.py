@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from mtlcc_tf import ops
-from mtlcc_tf.layers import ConvLSTMCell, run_recurrence
+from mtlcc_tf.layers import ConvGRUCell, ConvLSTMCell, run_recurrence
 from mtlcc_tf.layers.cells import layer_norm
 
 EPSILON = 1e-5
@@ -65,6 +65,41 @@ def test_fused_step_matches_graph_ops(shape):
         np.testing.assert_allclose(actual, wanted, atol=2e-5 * scale, err_msg=name)
 
 
+def graph_ops_gru_gates(gates, hidden, scale, offset, epsilon):
+    reset, update = tf.split(tf.sigmoid(layer_norm(gates, 2, scale, offset, epsilon)), 2, -1)
+    return update, reset * hidden
+
+
+def graph_ops_gru_output(candidate, hidden, update, scale, offset, epsilon):
+    return update * hidden + (1.0 - update) * tf.tanh(
+        layer_norm(candidate, 1, scale, offset, epsilon)
+    )
+
+
+def test_fused_gru_parts_match_graph_ops():
+    gates, hidden, scale, offset, _, _ = step_arguments(3, 4, 6, 5)
+    candidate = gates[..., :5] * 0.7
+    update = tf.sigmoid(gates[..., 5:10])
+    cases = [
+        (ops.ln_gru_gates, graph_ops_gru_gates, [gates[..., :10], hidden, scale[:10], offset[:10]]),
+        (
+            ops.ln_gru_output,
+            graph_ops_gru_output,
+            [candidate, hidden, update, scale[:5], offset[:5]],
+        ),
+    ]
+    for fused_fn, graph_fn, arguments in cases:
+        results = []
+        for step_fn in (fused_fn, graph_fn):
+            with tf.GradientTape() as tape:
+                tape.watch(arguments)
+                outputs = tf.nest.flatten(step_fn(*arguments, EPSILON))
+                loss = sum(tf.reduce_sum(out * (k + 1.5) + out**2) for k, out in enumerate(outputs))
+            results.append(outputs + tape.gradient(loss, arguments))
+        for actual, wanted in zip(*results, strict=True):
+            np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=2e-5)
+
+
 def test_constant_gates_do_not_blow_up():
     # Zero variance: the epsilon keeps the normalisation finite, as in the graph ops.
     gates, cell, *vectors = step_arguments(2, 4, 4, 3)
@@ -83,12 +118,12 @@ def direction(cell, inputs, lengths):
     def run():
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            (hidden, cell_state), (hiddens,) = run_recurrence(
+            final, (hiddens,) = run_recurrence(
                 cell, cell.project_inputs(inputs), lengths, num_collected=1
             )
-            loss = tf.reduce_sum(hidden * 0.3 + cell_state**2) + tf.reduce_sum(hiddens[1] * 0.7)
+            loss = tf.reduce_sum(final[0] * 0.3 + final[-1] ** 2) + tf.reduce_sum(hiddens[1] * 0.7)
         gradients = tape.gradient(loss, [inputs, *cell.trainable_weights])
-        return [hidden, cell_state, hiddens, *gradients]
+        return [*final, hiddens, *gradients]
 
     return run
 
@@ -97,9 +132,13 @@ def op_types(function) -> set[str]:
     return {op.type for op in function.get_concrete_function().graph.get_operations()}
 
 
+@pytest.mark.parametrize(
+    "cell_class, kernel",
+    [(ConvLSTMCell, "MtlccLnLstmForward"), (ConvGRUCell, "MtlccLnGruGatesForward")],
+)
 @pytest.mark.parametrize("padding", ["reflect", "same"])
-def test_convlstm_sequence_is_the_same_with_and_without_the_kernel(padding):
-    cell = ConvLSTMCell(4, padding=padding)
+def test_sequence_is_the_same_with_and_without_the_kernels(cell_class, kernel, padding):
+    cell = cell_class(4, padding=padding)
     cell.build((None, None, None, 3))
     rng = np.random.default_rng(2)
     for weight in cell.weights:
@@ -110,7 +149,7 @@ def test_convlstm_sequence_is_the_same_with_and_without_the_kernel(padding):
     fused_run = direction(cell, inputs, lengths)
     fused = fused_run()
     fused_ops = op_types(fused_run)
-    assert "MtlccLnLstmForward" in fused_ops
+    assert kernel in fused_ops
     assert ("MtlccReflectPad" in fused_ops) == (padding == "reflect")
     with ops.disabled():
         graph_run = direction(cell, inputs, lengths)
@@ -137,7 +176,7 @@ def test_kernel_is_not_used_under_xla():
 
 def test_kernel_rejects_mismatched_shapes():
     gates, cell, *vectors = step_arguments(2, 4, 4, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"cells must be \[2,4,4,3\]"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"states must be \[2,4,4,3\]"):
         ops.ln_lstm_cell(gates, cell[:, :2], *vectors, EPSILON)
     with pytest.raises(tf.errors.InvalidArgumentError, match="gate scale and offset must be"):
         ops.ln_lstm_cell(gates, cell, vectors[0][:5], *vectors[1:], EPSILON)
@@ -201,10 +240,12 @@ def test_without_the_kernel_cells_fall_back_to_graph_ops(tmp_path, environment, 
     assert not list(tmp_path.glob("*.so"))  # no partial library left behind
 
 
-def test_eager_cell_with_variables_trains():
+@pytest.mark.parametrize("cell_class", [ConvLSTMCell, ConvGRUCell])
+def test_eager_cell_with_variables_trains(cell_class):
     # Eagerly, with the cell's own variables (not tensors) as scale and offset.
-    cell = ConvLSTMCell(3)
-    inputs, states = tf.random.normal([2, 6, 6, 4]), [tf.random.normal([2, 6, 6, 3])] * 2
+    cell = cell_class(3)
+    inputs = tf.random.normal([2, 6, 6, 4])
+    states = [tf.random.normal([2, 6, 6, 3])] * len(cell.state_names)
     cell(inputs, states)
     with tf.GradientTape() as tape:
         hidden, _ = cell(inputs, states)

@@ -383,6 +383,23 @@ class ConvGRUCell(ConvRecurrentCell):
         gates = tf.cast(
             projected_gates + self._conv(hidden, self.gate_recurrent_kernel), tf.float32
         )
+        if self.normalization and self.spatial_normalization and ops.use_fused():
+            epsilon = self.epsilon
+            update_gate, reset_hidden = ops.ln_gru_gates(
+                gates, hidden, self.gate_scale, self.gate_offset, epsilon
+            )
+            candidate = projected_candidate + self._conv(
+                reset_hidden, self.candidate_recurrent_kernel
+            )
+            hidden = ops.ln_gru_output(
+                tf.cast(candidate, tf.float32),
+                hidden,
+                update_gate,
+                self.candidate_scale,
+                self.candidate_offset,
+                epsilon,
+            )
+            return hidden, (hidden,)
         if self.normalization:
             gates = self._norm(gates, 2, self.gate_scale, self.gate_offset)
         else:

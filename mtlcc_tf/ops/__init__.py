@@ -5,6 +5,8 @@
   backward kernel: as graph ops that part is about thirty memory-bound passes over gate-sized
   tensors per step, and it made our cell slower than the stock `keras.layers.ConvLSTM2D`,
   which normalises nothing (benchmarks/README.md).
+- `ln_gru_gates` and `ln_gru_output` do the same for the two elementwise parts of a
+  layer-normalised ConvGRU step (its candidate convolution of r * h sits between them).
 - `reflect_pad` is the original's reflect padding of the convolutions' inputs as a copy:
   TensorFlow's MirrorPad and its gradient were ~6% of a training step.
 
@@ -121,8 +123,16 @@ def _module():
         return None
 
 
+def _loaded():
+    """The op library; RuntimeError where it is not available."""
+    module = _module()
+    if module is None:
+        raise RuntimeError("the fused kernels are not available (see the log)")
+    return module
+
+
 def available() -> bool:
-    """Whether the fused kernel is built and loaded (builds it on the first call)."""
+    """Whether the fused kernels are built and loaded (builds them on the first call)."""
     return _module() is not None
 
 
@@ -197,9 +207,7 @@ def ln_lstm_cell(
     Returns:
         The new hidden and cell states, [batch, height, width, filters] float32.
     """
-    module = _module()
-    if module is None:
-        raise RuntimeError("the fused ConvLSTM kernel is not available (see the log)")
+    module = _loaded()
 
     @tf.custom_gradient
     def fused(gates, cell_prev, gate_scale, gate_offset, cell_scale, cell_offset):
@@ -224,10 +232,92 @@ def ln_lstm_cell(
 
         return (hidden, cell), gradient
 
-    # Variables are read here, outside `fused`: tf.custom_gradient would otherwise want their
-    # gradients through a `variables` argument.
-    vectors = [tf.convert_to_tensor(v) for v in (gate_scale, gate_offset, cell_scale, cell_offset)]
-    return fused(gates, cell, *vectors)
+    return fused(gates, cell, *_tensors(gate_scale, gate_offset, cell_scale, cell_offset))
+
+
+def _tensors(*values) -> list[tf.Tensor]:
+    # Variables are read outside the tf.custom_gradient functions, which would otherwise want
+    # their gradients through a `variables` argument.
+    return [tf.convert_to_tensor(value) for value in values]
+
+
+def ln_gru_gates(
+    gates: tf.Tensor, hidden: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor, epsilon: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The gates of a layer-normalised ConvGRU step, fused (CPU only).
+
+    r, u = sigmoid(LN(gates)) per gate, as `ConvGRUCell.step` with normalisation.
+
+    Args:
+        gates: [batch, height, width, 2 * filters] float32 pre-activations, reset then update.
+        hidden: [batch, height, width, filters] float32, the previous state h.
+        scale: [2 * filters] per-channel scale of the normalised gates.
+        offset: [2 * filters] per-channel offset of the normalised gates.
+        epsilon: Added to the variances.
+
+    Returns:
+        The update gate u and r * h, both [batch, height, width, filters].
+    """
+    module = _loaded()
+
+    @tf.custom_gradient
+    def fused(gates, hidden, scale, offset):
+        update, reset_hidden, reset, stats = module.mtlcc_ln_gru_gates_forward(
+            gates, hidden, scale, offset, epsilon=epsilon
+        )
+
+        def gradient(grad_update, grad_reset_hidden):
+            grad_update = tf.zeros_like(update) if grad_update is None else grad_update
+            if grad_reset_hidden is None:
+                grad_reset_hidden = tf.zeros_like(reset_hidden)
+            return module.mtlcc_ln_gru_gates_backward(
+                grad_update, grad_reset_hidden, gates, hidden, scale, reset, update, stats
+            )
+
+        return (update, reset_hidden), gradient
+
+    return fused(gates, hidden, *_tensors(scale, offset))
+
+
+def ln_gru_output(
+    candidate: tf.Tensor,
+    hidden: tf.Tensor,
+    update: tf.Tensor,
+    scale: tf.Tensor,
+    offset: tf.Tensor,
+    epsilon: float,
+) -> tf.Tensor:
+    """The new state of a layer-normalised ConvGRU step, fused (CPU only).
+
+    u * h + (1 - u) * tanh(LN(candidate)), as `ConvGRUCell.step` with normalisation.
+
+    Args:
+        candidate: [batch, height, width, filters] float32 candidate pre-activation.
+        hidden: [batch, height, width, filters] float32, the previous state h.
+        update: The update gate u from `ln_gru_gates`.
+        scale: [filters] per-channel scale of the normalised candidate.
+        offset: [filters] per-channel offset of the normalised candidate.
+        epsilon: Added to the variance.
+
+    Returns:
+        The new hidden state, [batch, height, width, filters].
+    """
+    module = _loaded()
+
+    @tf.custom_gradient
+    def fused(candidate, hidden, update, scale, offset):
+        new_hidden, tanh_candidate, stats = module.mtlcc_ln_gru_output_forward(
+            candidate, hidden, update, scale, offset, epsilon=epsilon
+        )
+
+        def gradient(grad_new_hidden):
+            return module.mtlcc_ln_gru_output_backward(
+                grad_new_hidden, candidate, hidden, update, scale, tanh_candidate, stats
+            )
+
+        return new_hidden, gradient
+
+    return fused(candidate, hidden, update, *_tensors(scale, offset))
 
 
 def reflect_pad(inputs: tf.Tensor, border: int) -> tf.Tensor:
@@ -243,9 +333,7 @@ def reflect_pad(inputs: tf.Tensor, border: int) -> tf.Tensor:
     Returns:
         [batch, height + 2 * border, width + 2 * border, channels].
     """
-    module = _module()
-    if module is None:
-        raise RuntimeError("the fused kernels are not available (see the log)")
+    module = _loaded()
 
     @tf.custom_gradient
     def pad(inputs):

@@ -1,19 +1,24 @@
-// CPU kernels of mtlcc_tf (see __init__.py): the fused elementwise part of one step of the
-// layer-normalised ConvLSTM cell, and reflect padding of the spatial axes with its gradient.
+// CPU kernels of mtlcc_tf (see __init__.py): the fused elementwise parts of the layer-normalised
+// ConvLSTM and ConvGRU steps, and reflect padding of the spatial axes, each with its gradient.
 //
-// One step of `mtlcc_tf.layers.ConvLSTMCell` with normalisation and no peepholes is two
-// convolutions and then elementwise work: layer normalisation of the four gate pre-activations
-// (each over height x width x filters, per-channel scale and offset), sigmoid/tanh, the cell
-// update, layer normalisation of the new cell and h = o * tanh(c). As TensorFlow graph ops that
-// is some thirty passes over gate-sized tensors forward and backward, each of them memory-bound;
-// here it is three passes forward and three backward, one sample per thread.
+// A step of `mtlcc_tf.layers.ConvLSTMCell` (normalisation on, no peepholes) is two convolutions
+// and then elementwise work: layer normalisation of the four gate pre-activations (each over
+// height x width x filters, per-channel scale and offset), sigmoid/tanh, the cell update, layer
+// normalisation of the new cell and h = o * tanh(c). A ConvGRU step normalises its two gates,
+// convolves r * h, then normalises the candidate and mixes it with h. As TensorFlow graph ops the
+// elementwise work is dozens of passes over gate-sized tensors forward and backward, each of
+// them memory-bound; here it is two or three passes per kernel, one sample per thread.
 //
-// Layout: gates [batch, height, width, 4 * filters] (input, forget, candidate, output gates),
-// cells [batch, height, width, filters]. Statistics are those of `layer_norm` in cells.py:
-// sums in float per channel, then in double per group; variance E[x^2] - E[x]^2.
+// Layout: [batch, height, width, groups * filters] for stacked gates (LSTM: input, forget,
+// candidate, output; GRU: reset, update), [batch, height, width, filters] for states.
+// Statistics are those of `layer_norm` in cells.py: sums in float per channel, then in double
+// per group; variance E[x^2] - E[x]^2. Per sample, `stats` holds the mean and inverse standard
+// deviation of every normalised group.
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <vector>
 
 #include "Eigen/Core"
@@ -45,125 +50,278 @@ absl::Status InvalidArgument(const Args&... args) {
   return absl::InvalidArgumentError(absl::StrCat(args...));
 }
 
-constexpr int kGates = 4;
-// Per sample: mean and inverse standard deviation of the four gates, then of the cell.
-constexpr int kStats = 2 * (kGates + 1);
+constexpr int kLstmGates = 4;
+constexpr int kGruGates = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Layer normalisation pieces shared by the kernels.
 
 // Mean and inverse standard deviation of one group from its per-channel sums.
 void GroupStatistics(const float* sums, const float* squares, int64_t channels, double count,
-                     float epsilon, float* mean, float* inverse_std) {
+                     float epsilon, float* stat) {
   double sum = 0.0, square = 0.0;
   for (int64_t i = 0; i < channels; ++i) {
     sum += sums[i];
     square += squares[i];
   }
-  const double m = sum / count;
-  const double variance = std::max(square / count - m * m, 0.0);
-  *mean = static_cast<float>(m);
-  *inverse_std = static_cast<float>(1.0 / std::sqrt(variance + epsilon));
+  const double mean = sum / count;
+  const double variance = std::max(square / count - mean * mean, 0.0);
+  stat[0] = static_cast<float>(mean);
+  stat[1] = static_cast<float>(1.0 / std::sqrt(variance + epsilon));
 }
 
-// Everything one sample needs: pointers into the inputs and outputs at that sample.
-struct Dims {
-  int64_t batch, pixels, filters;
-  int64_t gates() const { return kGates * filters; }
-};
+// One pass over `x` ([pixels, groups * f] of one sample): statistics of every group.
+void Statistics(const float* x, int64_t pixels, int groups, int64_t f, float epsilon,
+                float* stat) {
+  const int64_t channels = groups * f;
+  Array sums = Array::Zero(channels), squares = Array::Zero(channels);
+  for (int64_t i = 0; i < pixels; ++i) {
+    ConstMap xi(x + i * channels, channels);
+    sums += xi;
+    squares += xi.square();
+  }
+  for (int k = 0; k < groups; ++k) {
+    GroupStatistics(sums.data() + k * f, squares.data() + k * f, f, double(pixels * f), epsilon,
+                    stat + 2 * k);
+  }
+}
 
-// Shared checks: gates [b, h, w, 4f], cells [b, h, w, f], vectors of the right lengths.
-absl::Status CheckShapes(const Tensor& gates, const Tensor& cell, const Tensor* gate_vectors[],
-                               int num_gate_vectors, const Tensor* cell_vectors[],
-                               int num_cell_vectors, Dims* dims) {
-  if (gates.dims() != 4) {
-    return InvalidArgument("gates must be [batch, height, width, 4 * filters], got ",
-                           gates.shape().DebugString());
-  }
-  if (gates.dim_size(3) % kGates != 0) {
-    return InvalidArgument("the channels of gates must be 4 * filters, got ", gates.dim_size(3));
-  }
-  dims->batch = gates.dim_size(0);
-  dims->pixels = gates.dim_size(1) * gates.dim_size(2);
-  dims->filters = gates.dim_size(3) / kGates;
-  TensorShape cell_shape({gates.dim_size(0), gates.dim_size(1), gates.dim_size(2), dims->filters});
-  if (cell.shape() != cell_shape) {
-    return InvalidArgument("cells must be ", cell_shape.DebugString(), ", got ",
-                           cell.shape().DebugString());
-  }
-  for (int i = 0; i < num_gate_vectors; ++i) {
-    if (gate_vectors[i]->shape() != TensorShape({dims->gates()})) {
-      return InvalidArgument("gate scale and offset must be [", dims->gates(), "], got ",
-                             gate_vectors[i]->shape().DebugString());
+// Per-channel factor and shift with x * factor + shift = (x - mean) * inverse_std * scale +
+// offset; without scale and offset, the standardised x.
+void Factors(const float* stat, int groups, int64_t f, const float* scale, const float* offset,
+             Array* factor, Array* shift) {
+  factor->resize(groups * f);
+  shift->resize(groups * f);
+  for (int k = 0; k < groups; ++k) {
+    const float mean = stat[2 * k], inverse_std = stat[2 * k + 1];
+    auto fk = factor->segment(k * f, f);
+    auto sk = shift->segment(k * f, f);
+    if (scale == nullptr) {
+      fk.setConstant(inverse_std);
+      sk.setConstant(-mean * inverse_std);
+    } else {
+      fk = inverse_std * ConstMap(scale + k * f, f);
+      sk = ConstMap(offset + k * f, f) - mean * fk;
     }
   }
-  for (int i = 0; i < num_cell_vectors; ++i) {
-    if (cell_vectors[i]->shape() != TensorShape({dims->filters})) {
-      return InvalidArgument("cell scale and offset must be [", dims->filters, "], got ",
-                             cell_vectors[i]->shape().DebugString());
+}
+
+// The backward of y = xhat * scale + offset, xhat = (x - mean) * s over groups of one sample:
+// a first pass hands every pixel's dy and xhat to `Add`, which accumulates the scale and offset
+// gradients and the per-group sums of dxhat and dxhat * xhat; then
+//   dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+//      = dxhat * alpha + x * beta + gamma        (per channel; `Coefficients`)
+// is applied by a second pass (`Apply`) or inline.
+class NormBackward {
+ public:
+  // `d_scale` and `d_offset` receive this sample's parameter gradients ([groups * f] each).
+  NormBackward(int groups, int64_t f, const float* stat, const float* scale, float* d_scale,
+               float* d_offset)
+      : groups_(groups),
+        f_(f),
+        stat_(stat),
+        scale_(scale),
+        sum1_(Array::Zero(groups * f)),
+        sum2_(Array::Zero(groups * f)),
+        d_scale_(d_scale, groups * f),
+        d_offset_(d_offset, groups * f) {
+    d_scale_.setZero();
+    d_offset_.setZero();
+  }
+
+  // Channels [begin, begin + n) of one pixel: dy, xhat in; dxhat = dy * scale out (`dxhat` may
+  // be `dy`).
+  void Add(int64_t begin, int64_t n, const float* dy, const float* xhat, float* dxhat) {
+    ConstMap dyv(dy, n), xh(xhat, n);
+    d_scale_.segment(begin, n) += dyv * xh;
+    d_offset_.segment(begin, n) += dyv;
+    Map dx(dxhat, n);
+    dx = dyv * ConstMap(scale_ + begin, n);
+    sum1_.segment(begin, n) += dx;
+    sum2_.segment(begin, n) += dx * xh;
+  }
+
+  // After the first pass: per-channel alpha, beta, gamma (`pixels` per sample).
+  void Coefficients(int64_t pixels, Array* alpha, Array* beta, Array* gamma) const {
+    const double count = double(pixels * f_);
+    alpha->resize(groups_ * f_);
+    beta->resize(groups_ * f_);
+    gamma->resize(groups_ * f_);
+    for (int k = 0; k < groups_; ++k) {
+      const float mean = stat_[2 * k], s = stat_[2 * k + 1];
+      const float mean1 = float(sum1_.segment(k * f_, f_).cast<double>().sum() / count);
+      const float mean2 = float(sum2_.segment(k * f_, f_).cast<double>().sum() / count);
+      alpha->segment(k * f_, f_).setConstant(s);
+      beta->segment(k * f_, f_).setConstant(-s * s * mean2);
+      gamma->segment(k * f_, f_).setConstant(-s * mean1 + mean * s * s * mean2);
+    }
+  }
+
+  // Second pass: `dx` holds dxhat ([pixels, groups * f]) and becomes dx.
+  void Apply(int64_t pixels, const float* x, float* dx) const {
+    Array alpha, beta, gamma;
+    Coefficients(pixels, &alpha, &beta, &gamma);
+    const int64_t channels = groups_ * f_;
+    for (int64_t i = 0; i < pixels; ++i) {
+      Map dxi(dx + i * channels, channels);
+      dxi = dxi * alpha + ConstMap(x + i * channels, channels) * beta + gamma;
+    }
+  }
+
+ private:
+  const int groups_;
+  const int64_t f_;
+  const float* stat_;
+  const float* scale_;
+  Array sum1_, sum2_;
+  Map d_scale_, d_offset_;
+};
+
+// Per-sample partial gradients of the scale and offset vectors, added up after the samples.
+class ParameterGradients {
+ public:
+  ParameterGradients(int64_t batch, int64_t channels)
+      : batch_(batch), channels_(channels), partial_(2 * batch * channels) {}
+  float* scale(int64_t b) { return partial_.data() + b * channels_; }
+  float* offset(int64_t b) { return partial_.data() + (batch_ + b) * channels_; }
+  // Sums into two outputs [channels].
+  void Sum(Tensor* d_scale, Tensor* d_offset) const {
+    Map scale(d_scale->flat<float>().data(), channels_);
+    Map offset(d_offset->flat<float>().data(), channels_);
+    scale.setZero();
+    offset.setZero();
+    for (int64_t b = 0; b < batch_; ++b) {
+      scale += ConstMap(partial_.data() + b * channels_, channels_);
+      offset += ConstMap(partial_.data() + (batch_ + b) * channels_, channels_);
+    }
+  }
+
+ private:
+  const int64_t batch_, channels_;
+  std::vector<float> partial_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Shapes and threads.
+
+struct Dims {
+  int64_t batch, pixels, filters;
+};
+
+// `wide` is [b, h, w, groups * f]; every `states` tensor [b, h, w, f]; every `wide_vectors`
+// [groups * f] and every `state_vectors` [f].
+absl::Status CheckShapes(const char* op, const Tensor& wide, int groups,
+                         std::initializer_list<const Tensor*> states,
+                         std::initializer_list<const Tensor*> wide_vectors,
+                         std::initializer_list<const Tensor*> state_vectors, Dims* dims) {
+  if (wide.dims() != 4 || wide.dim_size(3) % groups != 0) {
+    return InvalidArgument(op, ": gates must be [batch, height, width, ", groups,
+                           " * filters], got ", wide.shape().DebugString());
+  }
+  dims->batch = wide.dim_size(0);
+  dims->pixels = wide.dim_size(1) * wide.dim_size(2);
+  dims->filters = wide.dim_size(3) / groups;
+  const TensorShape state_shape({wide.dim_size(0), wide.dim_size(1), wide.dim_size(2),
+                                 dims->filters});
+  for (const Tensor* state : states) {
+    if (state->shape() != state_shape) {
+      return InvalidArgument(op, ": states must be ", state_shape.DebugString(), ", got ",
+                             state->shape().DebugString());
+    }
+  }
+  for (const Tensor* vector : wide_vectors) {
+    if (vector->shape() != TensorShape({groups * dims->filters})) {
+      return InvalidArgument(op, ": gate scale and offset must be [", groups * dims->filters,
+                             "], got ", vector->shape().DebugString());
+    }
+  }
+  for (const Tensor* vector : state_vectors) {
+    if (vector->shape() != TensorShape({dims->filters})) {
+      return InvalidArgument(op, ": scale and offset of a state must be [", dims->filters,
+                             "], got ", vector->shape().DebugString());
     }
   }
   return absl::OkStatus();
 }
 
-void ForEachSample(OpKernelContext* context, const Dims& dims,
+void ForEachSample(OpKernelContext* context, const Dims& dims, int channels_per_pixel,
                    const std::function<void(int64_t)>& work) {
   const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
   // Cost per sample in rough cycles: a few dozen per element and pass.
-  const int64_t cost = dims.pixels * dims.gates() * 60;
+  const int64_t cost = dims.pixels * channels_per_pixel * 60;
   tensorflow::Shard(workers.num_threads, workers.workers, dims.batch, cost,
                     [&work](int64_t start, int64_t limit) {
                       for (int64_t b = start; b < limit; ++b) work(b);
                     });
 }
 
-class LnLstmForwardOp : public OpKernel {
+// Data of sample `b` in a tensor whose samples are `size` floats apart.
+const float* At(const Tensor& t, int64_t b, int64_t size) {
+  return t.flat<float>().data() + b * size;
+}
+float* At(Tensor* t, int64_t b, int64_t size) { return t->flat<float>().data() + b * size; }
+
+// Allocates the outputs, in order, with the given shapes.
+absl::Status Allocate(OpKernelContext* context, std::initializer_list<TensorShape> shapes,
+                      std::initializer_list<Tensor**> outputs) {
+  auto shape = shapes.begin();
+  int index = 0;
+  for (Tensor** output : outputs) {
+    TF_RETURN_IF_ERROR(context->allocate_output(index++, *shape++, output));
+  }
+  return absl::OkStatus();
+}
+
+// An op with an `epsilon` attribute.
+class EpsilonOpKernel : public OpKernel {
  public:
-  explicit LnLstmForwardOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit EpsilonOpKernel(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
   }
+
+ protected:
+  float epsilon_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// ConvLSTM.
+
+// Inputs: gates [b, h, w, 4f], cell_prev, gate_scale, gate_offset [4f], cell_scale, cell_offset.
+// Outputs: hidden, cell, activations [b, h, w, 4f] (i, f, g, o after sigmoid/tanh), stats.
+class LnLstmForwardOp : public EpsilonOpKernel {
+ public:
+  using EpsilonOpKernel::EpsilonOpKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& gates = context->input(0);
     const Tensor& cell_prev = context->input(1);
-    const Tensor* gate_vectors[] = {&context->input(2), &context->input(3)};
-    const Tensor* cell_vectors[] = {&context->input(4), &context->input(5)};
     Dims dims;
-    OP_REQUIRES_OK(context,
-                   CheckShapes(gates, cell_prev, gate_vectors, 2, cell_vectors, 2, &dims));
+    OP_REQUIRES_OK(context, CheckShapes("MtlccLnLstmForward", gates, kLstmGates, {&cell_prev},
+                                        {&context->input(2), &context->input(3)},
+                                        {&context->input(4), &context->input(5)}, &dims));
+    const int64_t p = dims.pixels, f = dims.filters, g = kLstmGates * f;
     Tensor *hidden, *cell, *activations, *stats;
-    OP_REQUIRES_OK(context, context->allocate_output(0, cell_prev.shape(), &hidden));
-    OP_REQUIRES_OK(context, context->allocate_output(1, cell_prev.shape(), &cell));
-    OP_REQUIRES_OK(context, context->allocate_output(2, gates.shape(), &activations));
-    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({dims.batch, kStats}), &stats));
-
+    OP_REQUIRES_OK(context, Allocate(context,
+                                     {cell_prev.shape(), cell_prev.shape(), gates.shape(),
+                                      TensorShape({dims.batch, 2 * (kLstmGates + 1)})},
+                                     {&hidden, &cell, &activations, &stats}));
     const float* gate_scale = context->input(2).flat<float>().data();
     const float* gate_offset = context->input(3).flat<float>().data();
     const float* cell_scale = context->input(4).flat<float>().data();
     const float* cell_offset = context->input(5).flat<float>().data();
-    const int64_t p = dims.pixels, f = dims.filters, g = dims.gates();
-    const float epsilon = epsilon_;
 
-    ForEachSample(context, dims, [&](int64_t b) {
-      const float* z = gates.flat<float>().data() + b * p * g;
-      const float* c_prev = cell_prev.flat<float>().data() + b * p * f;
-      float* act = activations->flat<float>().data() + b * p * g;
-      float* h = hidden->flat<float>().data() + b * p * f;
-      float* c = cell->flat<float>().data() + b * p * f;
-      float* stat = stats->flat<float>().data() + b * kStats;
+    ForEachSample(context, dims, g, [&](int64_t b) {
+      const float* z = At(gates, b, p * g);
+      const float* c_prev = At(cell_prev, b, p * f);
+      float* act = At(activations, b, p * g);
+      float* h = At(hidden, b, p * f);
+      float* c = At(cell, b, p * f);
+      float* stat = At(stats, b, 2 * (kLstmGates + 1));
 
       // Pass 1: gate statistics.
-      Array sums = Array::Zero(g), squares = Array::Zero(g);
-      for (int64_t i = 0; i < p; ++i) {
-        ConstMap zi(z + i * g, g);
-        sums += zi;
-        squares += zi.square();
-      }
-      Array factor(g), shift(g);
-      for (int k = 0; k < kGates; ++k) {
-        GroupStatistics(sums.data() + k * f, squares.data() + k * f, f, double(p * f), epsilon,
-                        &stat[2 * k], &stat[2 * k + 1]);
-        factor.segment(k * f, f) = stat[2 * k + 1] * ConstMap(gate_scale + k * f, f);
-        shift.segment(k * f, f) =
-            ConstMap(gate_offset + k * f, f) - stat[2 * k] * factor.segment(k * f, f);
-      }
+      Statistics(z, p, kLstmGates, f, epsilon_, stat);
+      Array factor, shift;
+      Factors(stat, kLstmGates, f, gate_scale, gate_offset, &factor, &shift);
       // Pass 2: normalised gates, activations, raw new cell and its statistics.
       Array cell_sums = Array::Zero(f), cell_squares = Array::Zero(f);
       for (int64_t i = 0; i < p; ++i) {
@@ -177,26 +335,26 @@ class LnLstmForwardOp : public OpKernel {
         cell_sums += c_raw;
         cell_squares += c_raw.square();
       }
-      GroupStatistics(cell_sums.data(), cell_squares.data(), f, double(p * f), epsilon,
-                      &stat[2 * kGates], &stat[2 * kGates + 1]);
-      const Array cell_factor = stat[2 * kGates + 1] * ConstMap(cell_scale, f);
-      const Array cell_shift = ConstMap(cell_offset, f) - stat[2 * kGates] * cell_factor;
+      float* cell_stat = stat + 2 * kLstmGates;
+      GroupStatistics(cell_sums.data(), cell_squares.data(), f, double(p * f), epsilon_,
+                      cell_stat);
+      Factors(cell_stat, 1, f, cell_scale, cell_offset, &factor, &shift);
       // Pass 3: normalised cell and hidden state.
       for (int64_t i = 0; i < p; ++i) {
         Map ci(c + i * f, f);
-        ci = ci * cell_factor + cell_shift;
+        ci = ci * factor + shift;
         Map(h + i * f, f) = ConstMap(act + i * g + 3 * f, f) * ci.tanh();
       }
     });
   }
-
- private:
-  float epsilon_;
 };
 
+// Inputs: grad_hidden, grad_cell, gates, cell_prev, gate_scale, cell_scale, activations, cell,
+// stats. Outputs: grad_gates, grad_cell_prev, grad_gate_scale, grad_gate_offset,
+// grad_cell_scale, grad_cell_offset.
 class LnLstmBackwardOp : public OpKernel {
  public:
-  explicit LnLstmBackwardOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using OpKernel::OpKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& grad_hidden = context->input(0);
@@ -206,150 +364,296 @@ class LnLstmBackwardOp : public OpKernel {
     const Tensor& activations = context->input(6);
     const Tensor& cell = context->input(7);
     const Tensor& stats = context->input(8);
-    const Tensor* gate_vectors[] = {&context->input(4)};
-    const Tensor* cell_vectors[] = {&context->input(5)};
     Dims dims;
     OP_REQUIRES_OK(context,
-                   CheckShapes(gates, cell_prev, gate_vectors, 1, cell_vectors, 1, &dims));
-    for (const Tensor* t : {&grad_hidden, &grad_cell, &cell}) {
-      OP_REQUIRES(context, t->shape() == cell_prev.shape(),
-                  InvalidArgument("expected ", cell_prev.shape().DebugString(), ", got ",
-                                  t->shape().DebugString()));
-    }
+                   CheckShapes("MtlccLnLstmBackward", gates, kLstmGates,
+                               {&cell_prev, &grad_hidden, &grad_cell, &cell}, {&context->input(4)},
+                               {&context->input(5)}, &dims));
     OP_REQUIRES(context, activations.shape() == gates.shape(),
                 InvalidArgument("activations must be shaped like gates"));
-    OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, kStats}),
-                InvalidArgument("stats must be [batch, ", kStats, "]"));
-
-    const int64_t n = dims.batch, p = dims.pixels, f = dims.filters, g = dims.gates();
+    OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, 2 * (kLstmGates + 1)}),
+                InvalidArgument("stats must be [batch, ", 2 * (kLstmGates + 1), "]"));
+    const int64_t n = dims.batch, p = dims.pixels, f = dims.filters, g = kLstmGates * f;
     Tensor *grad_gates, *grad_cell_prev, *grad_gate_scale, *grad_gate_offset, *grad_cell_scale,
         *grad_cell_offset;
-    OP_REQUIRES_OK(context, context->allocate_output(0, gates.shape(), &grad_gates));
-    OP_REQUIRES_OK(context, context->allocate_output(1, cell_prev.shape(), &grad_cell_prev));
-    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({g}), &grad_gate_scale));
-    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({g}), &grad_gate_offset));
-    OP_REQUIRES_OK(context, context->allocate_output(4, TensorShape({f}), &grad_cell_scale));
-    OP_REQUIRES_OK(context, context->allocate_output(5, TensorShape({f}), &grad_cell_offset));
+    OP_REQUIRES_OK(context, Allocate(context,
+                                     {gates.shape(), cell_prev.shape(), TensorShape({g}),
+                                      TensorShape({g}), TensorShape({f}), TensorShape({f})},
+                                     {&grad_gates, &grad_cell_prev, &grad_gate_scale,
+                                      &grad_gate_offset, &grad_cell_scale, &grad_cell_offset}));
+    ParameterGradients gate_parameters(n, g), cell_parameters(n, f);
+    const float* gate_scale = context->input(4).flat<float>().data();
+    const float* cell_scale = context->input(5).flat<float>().data();
 
-    // Per-sample partial sums of the scale and offset gradients, added up at the end.
-    std::vector<float> partial_gate(2 * n * g), partial_cell(2 * n * f);
-    const ConstMap gate_scale(context->input(4).flat<float>().data(), g);
-    const ConstMap cell_scale(context->input(5).flat<float>().data(), f);
-
-    ForEachSample(context, dims, [&](int64_t b) {
-      const float* dh = grad_hidden.flat<float>().data() + b * p * f;
-      const float* dc_next = grad_cell.flat<float>().data() + b * p * f;
-      const float* z = gates.flat<float>().data() + b * p * g;
-      const float* c_prev = cell_prev.flat<float>().data() + b * p * f;
-      const float* act = activations.flat<float>().data() + b * p * g;
-      const float* c = cell.flat<float>().data() + b * p * f;
-      const float* stat = stats.flat<float>().data() + b * kStats;
-      float* dz = grad_gates->flat<float>().data() + b * p * g;
-      float* dc_prev = grad_cell_prev->flat<float>().data() + b * p * f;
-      Map d_gate_scale(partial_gate.data() + b * g, g);
-      Map d_gate_offset(partial_gate.data() + (n + b) * g, g);
-      Map d_cell_scale(partial_cell.data() + b * f, f);
-      Map d_cell_offset(partial_cell.data() + (n + b) * f, f);
-      d_gate_scale.setZero();
-      d_gate_offset.setZero();
-      d_cell_scale.setZero();
-      d_cell_offset.setZero();
-
-      // zhat = z * z_factor + z_shift per channel: the normalised gates before scale/offset.
-      Array z_factor(g), z_shift(g);
-      for (int k = 0; k < kGates; ++k) {
-        z_factor.segment(k * f, f).setConstant(stat[2 * k + 1]);
-        z_shift.segment(k * f, f).setConstant(-stat[2 * k] * stat[2 * k + 1]);
-      }
-      const float cell_mean = stat[2 * kGates], cell_inverse_std = stat[2 * kGates + 1];
-      // Per-channel sums of dxhat and dxhat * xhat, for the cell and the gates.
-      Array cell_sum1 = Array::Zero(f), cell_sum2 = Array::Zero(f);
-      Array gate_sum1 = Array::Zero(g), gate_sum2 = Array::Zero(g);
+    ForEachSample(context, dims, g, [&](int64_t b) {
+      const float* dh = At(grad_hidden, b, p * f);
+      const float* dc_next = At(grad_cell, b, p * f);
+      const float* z = At(gates, b, p * g);
+      const float* c_prev = At(cell_prev, b, p * f);
+      const float* act = At(activations, b, p * g);
+      const float* c = At(cell, b, p * f);
+      const float* stat = At(stats, b, 2 * (kLstmGates + 1));
+      const float* cell_stat = stat + 2 * kLstmGates;
+      float* dz = At(grad_gates, b, p * g);
+      float* dc_prev = At(grad_cell_prev, b, p * f);
+      NormBackward gate_norm(kLstmGates, f, stat, gate_scale, gate_parameters.scale(b),
+                             gate_parameters.offset(b));
+      NormBackward cell_norm(1, f, cell_stat, cell_scale, cell_parameters.scale(b),
+                             cell_parameters.offset(b));
+      // Standardised gates and cell: x * factor + shift.
+      Array z_factor, z_shift, c_factor, c_shift;
+      Factors(stat, kLstmGates, f, nullptr, nullptr, &z_factor, &z_shift);
+      Factors(cell_stat, 1, f, nullptr, nullptr, &c_factor, &c_shift);
       // Per-pixel temporaries, allocated once per sample rather than once per pixel.
-      Array t(f), c_hat(f), dc_hat(f), do_n(f), z_hat(3 * f);
+      Array t(f), c_raw(f), c_hat(f), z_hat(3 * f);
 
-      // Pass A: gradient into the normalised cell (kept in dc_prev for now) and the output gate.
+      // Pass A: into the normalised cell (dc_hat, kept in dc_prev) and the output gate.
       for (int64_t i = 0; i < p; ++i) {
         ConstMap a(act + i * g, g), dhi(dh + i * f, f);
         t = ConstMap(c + i * f, f).tanh();
         const auto o = a.tail(f);
-        Map dct(dc_prev + i * f, f);
-        dct = ConstMap(dc_next + i * f, f) + dhi * o * (1.0f - t.square());
-        c_hat = (a.segment(f, f) * ConstMap(c_prev + i * f, f) + a.head(f) * a.segment(2 * f, f) -
-                 cell_mean) *
-                cell_inverse_std;
-        d_cell_scale += dct * c_hat;
-        d_cell_offset += dct;
-        dc_hat = dct * cell_scale;
-        cell_sum1 += dc_hat;
-        cell_sum2 += dc_hat * c_hat;
+        float* dct = dc_prev + i * f;
+        Map(dct, f) = ConstMap(dc_next + i * f, f) + dhi * o * (1.0f - t.square());
+        c_raw = a.segment(f, f) * ConstMap(c_prev + i * f, f) + a.head(f) * a.segment(2 * f, f);
+        c_hat = c_raw * c_factor + c_shift;
+        cell_norm.Add(0, f, dct, c_hat.data(), dct);
 
-        do_n = dhi * t * o * (1.0f - o);
-        auto zo_hat = z_hat.head(f);
-        zo_hat = ConstMap(z + i * g + 3 * f, f) * z_factor.tail(f) + z_shift.tail(f);
-        d_gate_scale.tail(f) += do_n * zo_hat;
-        d_gate_offset.tail(f) += do_n;
-        Map dzo_hat(dz + i * g + 3 * f, f);
-        dzo_hat = do_n * gate_scale.tail(f);
-        gate_sum1.tail(f) += dzo_hat;
-        gate_sum2.tail(f) += dzo_hat * zo_hat;
+        float* dzo = dz + i * g + 3 * f;
+        Map(dzo, f) = dhi * t * o * (1.0f - o);
+        z_hat.head(f) = ConstMap(z + i * g + 3 * f, f) * z_factor.tail(f) + z_shift.tail(f);
+        gate_norm.Add(3 * f, f, dzo, z_hat.data(), dzo);
       }
-      const double count = double(p * f);
-      const float cell_mean1 = float(cell_sum1.cast<double>().sum() / count);
-      const float cell_mean2 = float(cell_sum2.cast<double>().sum() / count);
+      Array alpha, beta, gamma;
+      cell_norm.Coefficients(p, &alpha, &beta, &gamma);
 
       // Pass B: through the cell's normalisation to c_prev and the input, forget, candidate.
       for (int64_t i = 0; i < p; ++i) {
         ConstMap a(act + i * g, g), cpi(c_prev + i * f, f);
         const auto in = a.head(f), fg = a.segment(f, f), cand = a.segment(2 * f, f);
-        c_hat = (fg * cpi + in * cand - cell_mean) * cell_inverse_std;
         Map dci(dc_prev + i * f, f);
-        Array& dc_raw = dc_hat;  // the gradient into the raw cell, in dc_hat's memory
-        dc_raw = cell_inverse_std * (dci * cell_scale - cell_mean1 - c_hat * cell_mean2);
-        dci = dc_raw * fg;
-        Map dzi(dz + i * g, 3 * f);
-        dzi.head(f) = dc_raw * cand * in * (1.0f - in);
-        dzi.segment(f, f) = dc_raw * cpi * fg * (1.0f - fg);
-        dzi.tail(f) = dc_raw * in * (1.0f - cand.square());
+        c_raw = fg * cpi + in * cand;
+        c_raw = dci * alpha + c_raw * beta + gamma;  // now the gradient into the raw cell
+        dci = c_raw * fg;
+        float* dzi = dz + i * g;
+        Map(dzi, f) = c_raw * cand * in * (1.0f - in);
+        Map(dzi + f, f) = c_raw * cpi * fg * (1.0f - fg);
+        Map(dzi + 2 * f, f) = c_raw * in * (1.0f - cand.square());
         z_hat = ConstMap(z + i * g, 3 * f) * z_factor.head(3 * f) + z_shift.head(3 * f);
-        d_gate_scale.head(3 * f) += dzi * z_hat;
-        d_gate_offset.head(3 * f) += dzi;
-        dzi *= gate_scale.head(3 * f);
-        gate_sum1.head(3 * f) += dzi;
-        gate_sum2.head(3 * f) += dzi * z_hat;
-      }
-      // dz = s * (dzhat - mean(dzhat) - zhat * mean(dzhat * zhat)), zhat = (z - m) * s,
-      // as dzhat * alpha + z * beta + gamma per channel.
-      Array alpha(g), beta(g), gamma(g);
-      for (int k = 0; k < kGates; ++k) {
-        const float mean = stat[2 * k], s = stat[2 * k + 1];
-        const float mean1 = float(gate_sum1.segment(k * f, f).cast<double>().sum() / count);
-        const float mean2 = float(gate_sum2.segment(k * f, f).cast<double>().sum() / count);
-        alpha.segment(k * f, f).setConstant(s);
-        beta.segment(k * f, f).setConstant(-s * s * mean2);
-        gamma.segment(k * f, f).setConstant(-s * mean1 + mean * s * s * mean2);
+        gate_norm.Add(0, 3 * f, dzi, z_hat.data(), dzi);
       }
       // Pass C: through the gates' normalisation.
-      for (int64_t i = 0; i < p; ++i) {
-        Map dzi(dz + i * g, g);
-        dzi = dzi * alpha + ConstMap(z + i * g, g) * beta + gamma;
-      }
+      gate_norm.Apply(p, z, dz);
     });
-
-    Map(grad_gate_scale->flat<float>().data(), g) = Array::Zero(g);
-    Map(grad_gate_offset->flat<float>().data(), g) = Array::Zero(g);
-    Map(grad_cell_scale->flat<float>().data(), f) = Array::Zero(f);
-    Map(grad_cell_offset->flat<float>().data(), f) = Array::Zero(f);
-    for (int64_t b = 0; b < n; ++b) {
-      Map(grad_gate_scale->flat<float>().data(), g) += ConstMap(partial_gate.data() + b * g, g);
-      Map(grad_gate_offset->flat<float>().data(), g) +=
-          ConstMap(partial_gate.data() + (n + b) * g, g);
-      Map(grad_cell_scale->flat<float>().data(), f) += ConstMap(partial_cell.data() + b * f, f);
-      Map(grad_cell_offset->flat<float>().data(), f) +=
-          ConstMap(partial_cell.data() + (n + b) * f, f);
-    }
+    gate_parameters.Sum(grad_gate_scale, grad_gate_offset);
+    cell_parameters.Sum(grad_cell_scale, grad_cell_offset);
   }
 };
+
+// ---------------------------------------------------------------------------------------------
+// ConvGRU: two kernels, because the candidate's convolution needs r * h between them.
+
+// Inputs: gates [b, h, w, 2f] (reset, update), hidden, gate_scale, gate_offset [2f].
+// Outputs: update u, reset_hidden r * h, reset r, stats.
+class LnGruGatesForwardOp : public EpsilonOpKernel {
+ public:
+  using EpsilonOpKernel::EpsilonOpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& gates = context->input(0);
+    const Tensor& hidden = context->input(1);
+    Dims dims;
+    OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruGatesForward", gates, kGruGates, {&hidden},
+                                        {&context->input(2), &context->input(3)}, {}, &dims));
+    const int64_t p = dims.pixels, f = dims.filters, g = kGruGates * f;
+    Tensor *update, *reset_hidden, *reset, *stats;
+    OP_REQUIRES_OK(context, Allocate(context,
+                                     {hidden.shape(), hidden.shape(), hidden.shape(),
+                                      TensorShape({dims.batch, 2 * kGruGates})},
+                                     {&update, &reset_hidden, &reset, &stats}));
+    const float* scale = context->input(2).flat<float>().data();
+    const float* offset = context->input(3).flat<float>().data();
+
+    ForEachSample(context, dims, g, [&](int64_t b) {
+      const float* z = At(gates, b, p * g);
+      const float* h = At(hidden, b, p * f);
+      float* u = At(update, b, p * f);
+      float* rh = At(reset_hidden, b, p * f);
+      float* r = At(reset, b, p * f);
+      float* stat = At(stats, b, 2 * kGruGates);
+      Statistics(z, p, kGruGates, f, epsilon_, stat);
+      Array factor, shift;
+      Factors(stat, kGruGates, f, scale, offset, &factor, &shift);
+      for (int64_t i = 0; i < p; ++i) {
+        Map ri(r + i * f, f), ui(u + i * f, f);
+        ri = (ConstMap(z + i * g, f) * factor.head(f) + shift.head(f)).logistic();
+        ui = (ConstMap(z + i * g + f, f) * factor.tail(f) + shift.tail(f)).logistic();
+        Map(rh + i * f, f) = ri * ConstMap(h + i * f, f);
+      }
+    });
+  }
+};
+
+// Inputs: grad_update, grad_reset_hidden, gates, hidden, gate_scale, reset, update, stats.
+// Outputs: grad_gates, grad_hidden, grad_gate_scale, grad_gate_offset.
+class LnGruGatesBackwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& grad_update = context->input(0);
+    const Tensor& grad_reset_hidden = context->input(1);
+    const Tensor& gates = context->input(2);
+    const Tensor& hidden = context->input(3);
+    const Tensor& reset = context->input(5);
+    const Tensor& update = context->input(6);
+    const Tensor& stats = context->input(7);
+    Dims dims;
+    OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruGatesBackward", gates, kGruGates,
+                                        {&grad_update, &grad_reset_hidden, &hidden, &reset,
+                                         &update},
+                                        {&context->input(4)}, {}, &dims));
+    OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, 2 * kGruGates}),
+                InvalidArgument("stats must be [batch, ", 2 * kGruGates, "]"));
+    const int64_t n = dims.batch, p = dims.pixels, f = dims.filters, g = kGruGates * f;
+    Tensor *grad_gates, *grad_hidden, *grad_scale, *grad_offset;
+    OP_REQUIRES_OK(context, Allocate(context,
+                                     {gates.shape(), hidden.shape(), TensorShape({g}),
+                                      TensorShape({g})},
+                                     {&grad_gates, &grad_hidden, &grad_scale, &grad_offset}));
+    ParameterGradients parameters(n, g);
+    const float* scale = context->input(4).flat<float>().data();
+
+    ForEachSample(context, dims, g, [&](int64_t b) {
+      const float* du = At(grad_update, b, p * f);
+      const float* drh = At(grad_reset_hidden, b, p * f);
+      const float* z = At(gates, b, p * g);
+      const float* h = At(hidden, b, p * f);
+      const float* r = At(reset, b, p * f);
+      const float* u = At(update, b, p * f);
+      const float* stat = At(stats, b, 2 * kGruGates);
+      float* dz = At(grad_gates, b, p * g);
+      float* dh = At(grad_hidden, b, p * f);
+      NormBackward norm(kGruGates, f, stat, scale, parameters.scale(b), parameters.offset(b));
+      Array z_factor, z_shift;
+      Factors(stat, kGruGates, f, nullptr, nullptr, &z_factor, &z_shift);
+      Array z_hat(g);
+      for (int64_t i = 0; i < p; ++i) {
+        ConstMap ri(r + i * f, f), ui(u + i * f, f), drhi(drh + i * f, f);
+        Map(dh + i * f, f) = drhi * ri;
+        float* dzi = dz + i * g;
+        Map(dzi, f) = drhi * ConstMap(h + i * f, f) * ri * (1.0f - ri);
+        Map(dzi + f, f) = ConstMap(du + i * f, f) * ui * (1.0f - ui);
+        z_hat = ConstMap(z + i * g, g) * z_factor + z_shift;
+        norm.Add(0, g, dzi, z_hat.data(), dzi);
+      }
+      norm.Apply(p, z, dz);
+    });
+    parameters.Sum(grad_scale, grad_offset);
+  }
+};
+
+// Inputs: candidate [b, h, w, f], hidden, update, scale, offset [f].
+// Outputs: new hidden u * h + (1 - u) * tanh(LN(candidate)), tanh_candidate, stats.
+class LnGruOutputForwardOp : public EpsilonOpKernel {
+ public:
+  using EpsilonOpKernel::EpsilonOpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& candidate = context->input(0);
+    const Tensor& hidden = context->input(1);
+    const Tensor& update = context->input(2);
+    Dims dims;
+    OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruOutputForward", candidate, 1,
+                                        {&hidden, &update},
+                                        {&context->input(3), &context->input(4)}, {}, &dims));
+    const int64_t p = dims.pixels, f = dims.filters;
+    Tensor *new_hidden, *tanh_candidate, *stats;
+    OP_REQUIRES_OK(context, Allocate(context,
+                                     {hidden.shape(), hidden.shape(), TensorShape({dims.batch, 2})},
+                                     {&new_hidden, &tanh_candidate, &stats}));
+    const float* scale = context->input(3).flat<float>().data();
+    const float* offset = context->input(4).flat<float>().data();
+
+    ForEachSample(context, dims, f, [&](int64_t b) {
+      const float* c = At(candidate, b, p * f);
+      const float* h = At(hidden, b, p * f);
+      const float* u = At(update, b, p * f);
+      float* hn = At(new_hidden, b, p * f);
+      float* t = At(tanh_candidate, b, p * f);
+      float* stat = At(stats, b, 2);
+      Statistics(c, p, 1, f, epsilon_, stat);
+      Array factor, shift;
+      Factors(stat, 1, f, scale, offset, &factor, &shift);
+      for (int64_t i = 0; i < p; ++i) {
+        Map ti(t + i * f, f);
+        ti = (ConstMap(c + i * f, f) * factor + shift).tanh();
+        ConstMap ui(u + i * f, f);
+        Map(hn + i * f, f) = ui * ConstMap(h + i * f, f) + (1.0f - ui) * ti;
+      }
+    });
+  }
+};
+
+// Inputs: grad_new_hidden, candidate, hidden, update, scale, tanh_candidate, stats.
+// Outputs: grad_candidate, grad_hidden, grad_update, grad_scale, grad_offset.
+class LnGruOutputBackwardOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& grad_new_hidden = context->input(0);
+    const Tensor& candidate = context->input(1);
+    const Tensor& hidden = context->input(2);
+    const Tensor& update = context->input(3);
+    const Tensor& tanh_candidate = context->input(5);
+    const Tensor& stats = context->input(6);
+    Dims dims;
+    OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruOutputBackward", candidate, 1,
+                                        {&grad_new_hidden, &hidden, &update, &tanh_candidate},
+                                        {&context->input(4)}, {}, &dims));
+    OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, 2}),
+                InvalidArgument("stats must be [batch, 2]"));
+    const int64_t n = dims.batch, p = dims.pixels, f = dims.filters;
+    Tensor *grad_candidate, *grad_hidden, *grad_update, *grad_scale, *grad_offset;
+    OP_REQUIRES_OK(context, Allocate(context,
+                                     {candidate.shape(), hidden.shape(), hidden.shape(),
+                                      TensorShape({f}), TensorShape({f})},
+                                     {&grad_candidate, &grad_hidden, &grad_update, &grad_scale,
+                                      &grad_offset}));
+    ParameterGradients parameters(n, f);
+    const float* scale = context->input(4).flat<float>().data();
+
+    ForEachSample(context, dims, f, [&](int64_t b) {
+      const float* dhn = At(grad_new_hidden, b, p * f);
+      const float* c = At(candidate, b, p * f);
+      const float* h = At(hidden, b, p * f);
+      const float* u = At(update, b, p * f);
+      const float* t = At(tanh_candidate, b, p * f);
+      const float* stat = At(stats, b, 2);
+      float* dc = At(grad_candidate, b, p * f);
+      float* dh = At(grad_hidden, b, p * f);
+      float* du = At(grad_update, b, p * f);
+      NormBackward norm(1, f, stat, scale, parameters.scale(b), parameters.offset(b));
+      Array c_factor, c_shift;
+      Factors(stat, 1, f, nullptr, nullptr, &c_factor, &c_shift);
+      Array c_hat(f);
+      for (int64_t i = 0; i < p; ++i) {
+        ConstMap dhni(dhn + i * f, f), ui(u + i * f, f), ti(t + i * f, f), hi(h + i * f, f);
+        Map(du + i * f, f) = dhni * (hi - ti);
+        Map(dh + i * f, f) = dhni * ui;
+        float* dci = dc + i * f;
+        Map(dci, f) = dhni * (1.0f - ui) * (1.0f - ti.square());
+        c_hat = ConstMap(c + i * f, f) * c_factor + c_shift;
+        norm.Add(0, f, dci, c_hat.data(), dci);
+      }
+      norm.Apply(p, c, dc);
+    });
+    parameters.Sum(grad_scale, grad_offset);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reflect padding.
 
 // Index of padded position `i` (border `b`) in an axis of `n` > b pixels, reflected as
 // tf.pad(mode="REFLECT"): -1 -> 1, n -> n - 2.
@@ -456,11 +760,6 @@ class ReflectPadGradOp : public BorderOpKernel {
   }
 };
 
-absl::Status SameAs(InferenceContext* c, int input, std::initializer_list<int> outputs) {
-  for (int output : outputs) c->set_output(output, c->input(input));
-  return absl::OkStatus();
-}
-
 // Shape function of the padding ops: height and width grow (`pad`) or shrink by 2 * border.
 absl::Status PaddedShape(InferenceContext* c, bool pad) {
   ShapeHandle input;
@@ -474,6 +773,16 @@ absl::Status PaddedShape(InferenceContext* c, bool pad) {
                            : c->Subtract(dim, 2 * border, &size[axis - 1]));
   }
   c->set_output(0, c->MakeShape({c->Dim(input, 0), size[0], size[1], c->Dim(input, 3)}));
+  return absl::OkStatus();
+}
+
+// Shape functions: output `index` shaped like input `input`.
+void Like(InferenceContext* c, std::initializer_list<std::pair<int, int>> outputs_inputs) {
+  for (const auto& [output, input] : outputs_inputs) c->set_output(output, c->input(input));
+}
+
+absl::Status StatsShape(InferenceContext* c, int output, int per_sample) {
+  c->set_output(output, c->Matrix(c->Dim(c->input(0), 0), per_sample));
   return absl::OkStatus();
 }
 
@@ -492,10 +801,8 @@ REGISTER_OP("MtlccLnLstmForward")
     .Output("activations: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      SameAs(c, 1, {0, 1}).IgnoreError();
-      c->set_output(2, c->input(0));
-      c->set_output(3, c->Matrix(c->Dim(c->input(0), 0), kStats));
-      return absl::OkStatus();
+      Like(c, {{0, 1}, {1, 1}, {2, 0}});
+      return StatsShape(c, 3, 2 * (kLstmGates + 1));
     })
     .Doc("One layer-normalised ConvLSTM step after its convolutions (mtlcc_tf.ops).");
 
@@ -516,15 +823,80 @@ REGISTER_OP("MtlccLnLstmBackward")
     .Output("grad_cell_scale: float")
     .Output("grad_cell_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(2));
-      c->set_output(1, c->input(3));
-      c->set_output(2, c->input(4));
-      c->set_output(3, c->input(4));
-      c->set_output(4, c->input(5));
-      c->set_output(5, c->input(5));
+      Like(c, {{0, 2}, {1, 3}, {2, 4}, {3, 4}, {4, 5}, {5, 5}});
       return absl::OkStatus();
     })
     .Doc("Gradient of MtlccLnLstmForward.");
+
+REGISTER_OP("MtlccLnGruGatesForward")
+    .Input("gates: float")
+    .Input("hidden: float")
+    .Input("gate_scale: float")
+    .Input("gate_offset: float")
+    .Attr("epsilon: float")
+    .Output("update: float")
+    .Output("reset_hidden: float")
+    .Output("reset: float")
+    .Output("stats: float")
+    .SetShapeFn([](InferenceContext* c) {
+      Like(c, {{0, 1}, {1, 1}, {2, 1}});
+      return StatsShape(c, 3, 2 * kGruGates);
+    })
+    .Doc("Layer-normalised ConvGRU gates: update u, r * h (mtlcc_tf.ops).");
+
+REGISTER_OP("MtlccLnGruGatesBackward")
+    .Input("grad_update: float")
+    .Input("grad_reset_hidden: float")
+    .Input("gates: float")
+    .Input("hidden: float")
+    .Input("gate_scale: float")
+    .Input("reset: float")
+    .Input("update: float")
+    .Input("stats: float")
+    .Output("grad_gates: float")
+    .Output("grad_hidden: float")
+    .Output("grad_gate_scale: float")
+    .Output("grad_gate_offset: float")
+    .SetShapeFn([](InferenceContext* c) {
+      Like(c, {{0, 2}, {1, 3}, {2, 4}, {3, 4}});
+      return absl::OkStatus();
+    })
+    .Doc("Gradient of MtlccLnGruGatesForward.");
+
+REGISTER_OP("MtlccLnGruOutputForward")
+    .Input("candidate: float")
+    .Input("hidden: float")
+    .Input("update: float")
+    .Input("scale: float")
+    .Input("offset: float")
+    .Attr("epsilon: float")
+    .Output("new_hidden: float")
+    .Output("tanh_candidate: float")
+    .Output("stats: float")
+    .SetShapeFn([](InferenceContext* c) {
+      Like(c, {{0, 1}, {1, 1}});
+      return StatsShape(c, 2, 2);
+    })
+    .Doc("u * h + (1 - u) * tanh(LN(candidate)), the ConvGRU's new state (mtlcc_tf.ops).");
+
+REGISTER_OP("MtlccLnGruOutputBackward")
+    .Input("grad_new_hidden: float")
+    .Input("candidate: float")
+    .Input("hidden: float")
+    .Input("update: float")
+    .Input("scale: float")
+    .Input("tanh_candidate: float")
+    .Input("stats: float")
+    .Output("grad_candidate: float")
+    .Output("grad_hidden: float")
+    .Output("grad_update: float")
+    .Output("grad_scale: float")
+    .Output("grad_offset: float")
+    .SetShapeFn([](InferenceContext* c) {
+      Like(c, {{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 4}});
+      return absl::OkStatus();
+    })
+    .Doc("Gradient of MtlccLnGruOutputForward.");
 
 REGISTER_OP("MtlccReflectPad")
     .Input("input: float")
@@ -547,5 +919,13 @@ REGISTER_KERNEL_BUILDER(Name("MtlccLnLstmForward").Device(tensorflow::DEVICE_CPU
                         LnLstmForwardOp);
 REGISTER_KERNEL_BUILDER(Name("MtlccLnLstmBackward").Device(tensorflow::DEVICE_CPU),
                         LnLstmBackwardOp);
+REGISTER_KERNEL_BUILDER(Name("MtlccLnGruGatesForward").Device(tensorflow::DEVICE_CPU),
+                        LnGruGatesForwardOp);
+REGISTER_KERNEL_BUILDER(Name("MtlccLnGruGatesBackward").Device(tensorflow::DEVICE_CPU),
+                        LnGruGatesBackwardOp);
+REGISTER_KERNEL_BUILDER(Name("MtlccLnGruOutputForward").Device(tensorflow::DEVICE_CPU),
+                        LnGruOutputForwardOp);
+REGISTER_KERNEL_BUILDER(Name("MtlccLnGruOutputBackward").Device(tensorflow::DEVICE_CPU),
+                        LnGruOutputBackwardOp);
 
 }  // namespace mtlcc
