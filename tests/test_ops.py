@@ -136,9 +136,11 @@ def op_types(function) -> set[str]:
     "cell_class, kernel",
     [(ConvLSTMCell, "MtlccLnLstmForward"), (ConvGRUCell, "MtlccLnGruGatesForward")],
 )
-@pytest.mark.parametrize("padding", ["reflect", "same"])
-def test_sequence_is_the_same_with_and_without_the_kernels(cell_class, kernel, padding):
-    cell = cell_class(4, padding=padding)
+@pytest.mark.parametrize("padding, kernel_size", [("reflect", 3), ("same", 3), ("reflect", 5)])
+def test_sequence_is_the_same_with_and_without_the_kernels(
+    cell_class, kernel, padding, kernel_size
+):
+    cell = cell_class(4, kernel_size=kernel_size, padding=padding)
     cell.build((None, None, None, 3))
     rng = np.random.default_rng(2)
     for weight in cell.weights:
@@ -223,6 +225,7 @@ print("available", ops.available(), "hidden", tuple(hidden.shape))
     [
         ({"CXX": "/bin/false"}, "kernels.cc failed"),
         ({"CXX": "/nonexistent/g++"}, "cannot run the C++ compiler"),
+        ({"CXX": "sh -c 'exit 3'"}, "kernels.cc failed"),  # CXX with arguments
         ({"MTLCC_TF_FUSED": "0"}, None),
     ],
 )
@@ -252,3 +255,30 @@ def test_eager_cell_with_variables_trains(cell_class):
         loss = tf.reduce_sum(hidden**2)
     gradients = tape.gradient(loss, cell.trainable_weights)
     assert all(gradient is not None and np.any(gradient != 0) for gradient in gradients)
+
+
+def test_a_damaged_cached_library_is_rebuilt(tmp_path):
+    # The same name as this process's library (the key does not depend on the folder).
+    damaged = tmp_path / ops.build().name
+    damaged.write_bytes(b"not a shared library")
+    env = {**os.environ, "MTLCC_TF_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", FALLBACK_CHECK], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "available True" in result.stdout
+    assert "compiling kernels.cc" in result.stderr
+    assert damaged.read_bytes()[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize(
+    "op_name, num_inputs",
+    [("mtlcc_ln_lstm_forward", 6), ("mtlcc_ln_gru_gates_forward", 4),
+     ("mtlcc_ln_gru_output_forward", 5)],
+)  # fmt: skip
+def test_wrong_ranks_are_errors_while_tracing(op_name, num_inputs):
+    # A scalar where a [batch, height, width, channels] tensor belongs: a shape error, not a crash.
+    op = getattr(ops._loaded(), op_name)
+    inputs = [tf.constant(1.0)] + [tf.ones([4])] * (num_inputs - 1)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="rank"):
+        tf.function(lambda: op(*inputs, epsilon=1e-5)).get_concrete_function()

@@ -25,6 +25,7 @@ import logging
 import os
 import pathlib
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,28 +46,52 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(root)
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+_COMPILE_TIMEOUT_SECONDS = 600
 
 
-def _flags(compiler: str) -> list[str]:
+def _compiler() -> list[str] | None:
+    """The compiler's command: $CXX (may hold arguments, e.g. 'ccache g++'), g++ or c++."""
+    if os.environ.get("CXX"):
+        return shlex.split(os.environ["CXX"])
+    found = shutil.which("g++") or shutil.which("c++")
+    return [found] if found else None
+
+
+def _cpu_features() -> bytes:
+    """The CPU's feature flags: with -march=native, a library is only for CPUs like this one
+    (a cache shared between machines must not hand one CPU's build to another)."""
+    try:
+        with open("/proc/cpuinfo", "rb") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith(b"flags")), b"")
+    except OSError:
+        return platform.processor().encode()
+
+
+def _flags(compiler: list[str]) -> list[str]:
     flags = list(_OPTIMIZATION_FLAGS)
     try:
         probe = subprocess.run(
-            [compiler, "-mno-avx512fp16", "-x", "c++", "-E", "-", "-o", os.devnull],
+            [*compiler, "-mno-avx512fp16", "-x", "c++", "-E", "-", "-o", os.devnull],
             input=b"",
             capture_output=True,
             check=False,
+            timeout=_COMPILE_TIMEOUT_SECONDS,
         )
-    except OSError as error:
-        raise RuntimeError(f"cannot run the C++ compiler {compiler!r}: {error}") from error
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise RuntimeError(
+            f"cannot run the C++ compiler {shlex.join(compiler)!r}: {error}"
+        ) from error
     if probe.returncode != 0:  # a compiler that does not know the option
         flags.remove("-mno-avx512fp16")
     return flags + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
 
 
-def build(verbose: bool = False) -> pathlib.Path:
+def build(verbose: bool = False, rebuild: bool = False) -> pathlib.Path:
     """Compiles the kernel library unless the cache has it; returns the library's path.
+
+    Args:
+        verbose: Say on stderr when compiling.
+        rebuild: Compile even if the cache has the library (e.g. a damaged one).
 
     Raises:
         RuntimeError: No compiler, an unsupported platform, or the compiler failed (its output
@@ -82,12 +107,12 @@ def build(verbose: bool = False) -> pathlib.Path:
     flags = _flags(compiler)
     key = hashlib.sha256(
         b"\0".join(
-            [_SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode()]
-            + [flag.encode() for flag in flags]
+            [_SOURCE.read_bytes(), tf.__version__.encode(), _cpu_features()]
+            + [part.encode() for part in compiler + flags]
         )
     ).hexdigest()[:16]
     library = _cache_dir() / f"kernels-{key}.so"
-    if library.exists():
+    if library.exists() and not rebuild:
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
     if verbose:
@@ -97,13 +122,19 @@ def build(verbose: bool = False) -> pathlib.Path:
     # Compile to a temporary name and rename: concurrent processes never load a partial file.
     descriptor, partial = tempfile.mkstemp(suffix=".so", dir=library.parent)
     os.close(descriptor)
-    command = [compiler, "-shared", "-fPIC", "-Wno-deprecated-declarations", str(_SOURCE)]
+    command = [*compiler, "-shared", "-fPIC", "-Wno-deprecated-declarations", str(_SOURCE)]
     command += ["-o", partial] + flags
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=_COMPILE_TIMEOUT_SECONDS
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        os.unlink(partial)
+        raise RuntimeError(f"compiling {_SOURCE} failed: {error}") from error
     if result.returncode != 0:
         os.unlink(partial)
         raise RuntimeError(
-            f"compiling {_SOURCE} failed:\n{' '.join(command)}\n{result.stderr[-4000:]}"
+            f"compiling {_SOURCE} failed:\n{shlex.join(command)}\n{result.stderr[-4000:]}"
         )
     os.replace(partial, library)
     return library
@@ -115,8 +146,12 @@ def _module():
     if os.environ.get("MTLCC_TF_FUSED", "1") == "0":
         return None
     try:
-        return tf.load_op_library(str(build(verbose=True)))
-    except (RuntimeError, OSError, tf.errors.NotFoundError) as error:
+        library = build(verbose=True)
+        try:
+            return tf.load_op_library(str(library))
+        except (OSError, tf.errors.OpError):  # a damaged cached file: build it again, once
+            return tf.load_op_library(str(build(verbose=True, rebuild=True)))
+    except (RuntimeError, OSError, tf.errors.OpError) as error:
         logging.getLogger(__name__).warning(
             "fused ConvLSTM kernel unavailable, using graph ops (slower): %s", error
         )
@@ -144,7 +179,11 @@ def disabled():
     """Within this context, cells traced or run use graph ops, not the fused kernels.
 
     For graphs that must not contain custom ops, such as exported SavedModels (a server would
-    need this library loaded).
+    need this library loaded; `mtlcc_tf.export` saves inside this context, a bare
+    `tf.saved_model.save` of a model does not), and for second-order gradients (the backward
+    kernels have no gradients themselves). Only functions traced inside the context are
+    affected: a `tf.function` traced before keeps the kernels. The switch is process-wide, not
+    per thread.
     """
     global _disabled_depth
     _disabled_depth += 1
@@ -193,7 +232,7 @@ def ln_lstm_cell(
 
     Computes what `ConvLSTMCell.step` computes with normalisation and without peepholes from
     the gate pre-activations: i, f, g, o = LN(gates) per gate; c = LN(f * cell + i * g);
-    h = o * tanh(c). Differentiable in every input.
+    h = o * tanh(c). Differentiable (first order) in every input.
 
     Args:
         gates: [batch, height, width, 4 * filters] float32, input, forget, candidate, output.

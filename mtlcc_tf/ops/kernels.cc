@@ -244,7 +244,7 @@ absl::Status CheckShapes(const char* op, const Tensor& wide, int groups,
   return absl::OkStatus();
 }
 
-void ForEachSample(OpKernelContext* context, const Dims& dims, int channels_per_pixel,
+void ForEachSample(OpKernelContext* context, const Dims& dims, int64_t channels_per_pixel,
                    const std::function<void(int64_t)>& work) {
   const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
   // Cost per sample in rough cycles: a few dozen per element and pass.
@@ -776,13 +776,22 @@ absl::Status PaddedShape(InferenceContext* c, bool pad) {
   return absl::OkStatus();
 }
 
-// Shape functions: output `index` shaped like input `input`.
-void Like(InferenceContext* c, std::initializer_list<std::pair<int, int>> outputs_inputs) {
-  for (const auto& [output, input] : outputs_inputs) c->set_output(output, c->input(input));
-}
-
-absl::Status StatsShape(InferenceContext* c, int output, int per_sample) {
-  c->set_output(output, c->Matrix(c->Dim(c->input(0), 0), per_sample));
+// Shape function of the normalisation ops: input i has rank input_ranks[i] (an error, not a
+// crash, otherwise); outputs are shaped like inputs; `stats_output` (if >= 0) is
+// [batch, per_sample].
+absl::Status Shapes(InferenceContext* c, std::initializer_list<int> input_ranks,
+                    std::initializer_list<std::pair<int, int>> outputs_like_inputs,
+                    int stats_output = -1, int per_sample = 0) {
+  std::vector<ShapeHandle> inputs;
+  for (int rank : input_ranks) {
+    ShapeHandle input;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(inputs.size()), rank, &input));
+    inputs.push_back(input);
+  }
+  for (const auto& [output, input] : outputs_like_inputs) c->set_output(output, inputs[input]);
+  if (stats_output >= 0) {
+    c->set_output(stats_output, c->Matrix(c->Dim(inputs[0], 0), per_sample));
+  }
   return absl::OkStatus();
 }
 
@@ -801,8 +810,7 @@ REGISTER_OP("MtlccLnLstmForward")
     .Output("activations: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      Like(c, {{0, 1}, {1, 1}, {2, 0}});
-      return StatsShape(c, 3, 2 * (kLstmGates + 1));
+      return Shapes(c, {4, 4, 1, 1, 1, 1}, {{0, 1}, {1, 1}, {2, 0}}, 3, 2 * (kLstmGates + 1));
     })
     .Doc("One layer-normalised ConvLSTM step after its convolutions (mtlcc_tf.ops).");
 
@@ -823,8 +831,8 @@ REGISTER_OP("MtlccLnLstmBackward")
     .Output("grad_cell_scale: float")
     .Output("grad_cell_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      Like(c, {{0, 2}, {1, 3}, {2, 4}, {3, 4}, {4, 5}, {5, 5}});
-      return absl::OkStatus();
+      return Shapes(c, {4, 4, 4, 4, 1, 1, 4, 4, 2},
+                    {{0, 2}, {1, 3}, {2, 4}, {3, 4}, {4, 5}, {5, 5}});
     })
     .Doc("Gradient of MtlccLnLstmForward.");
 
@@ -839,8 +847,7 @@ REGISTER_OP("MtlccLnGruGatesForward")
     .Output("reset: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      Like(c, {{0, 1}, {1, 1}, {2, 1}});
-      return StatsShape(c, 3, 2 * kGruGates);
+      return Shapes(c, {4, 4, 1, 1}, {{0, 1}, {1, 1}, {2, 1}}, 3, 2 * kGruGates);
     })
     .Doc("Layer-normalised ConvGRU gates: update u, r * h (mtlcc_tf.ops).");
 
@@ -858,8 +865,7 @@ REGISTER_OP("MtlccLnGruGatesBackward")
     .Output("grad_gate_scale: float")
     .Output("grad_gate_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      Like(c, {{0, 2}, {1, 3}, {2, 4}, {3, 4}});
-      return absl::OkStatus();
+      return Shapes(c, {4, 4, 4, 4, 1, 4, 4, 2}, {{0, 2}, {1, 3}, {2, 4}, {3, 4}});
     })
     .Doc("Gradient of MtlccLnGruGatesForward.");
 
@@ -874,8 +880,7 @@ REGISTER_OP("MtlccLnGruOutputForward")
     .Output("tanh_candidate: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      Like(c, {{0, 1}, {1, 1}});
-      return StatsShape(c, 2, 2);
+      return Shapes(c, {4, 4, 4, 1, 1}, {{0, 1}, {1, 1}}, 2, 2);
     })
     .Doc("u * h + (1 - u) * tanh(LN(candidate)), the ConvGRU's new state (mtlcc_tf.ops).");
 
@@ -893,8 +898,7 @@ REGISTER_OP("MtlccLnGruOutputBackward")
     .Output("grad_scale: float")
     .Output("grad_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      Like(c, {{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 4}});
-      return absl::OkStatus();
+      return Shapes(c, {4, 4, 4, 4, 1, 4, 2}, {{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 4}});
     })
     .Doc("Gradient of MtlccLnGruOutputForward.");
 
