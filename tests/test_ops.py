@@ -1,4 +1,4 @@
-"""Tests of the fused ConvLSTM kernel: same values and gradients as the graph ops, fallbacks."""
+"""Tests of the fused CPU kernels: same values and gradients as the graph ops, fallbacks."""
 
 import os
 import subprocess
@@ -238,7 +238,7 @@ def test_without_the_kernel_cells_fall_back_to_graph_ops(tmp_path, environment, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "available False hidden (1, 4, 4, 2)" in result.stdout
     if reason:
-        assert "fused ConvLSTM kernel unavailable, using graph ops" in result.stderr
+        assert "fused CPU kernels unavailable, using graph ops" in result.stderr
         assert reason in result.stderr
     assert not list(tmp_path.glob("*.so"))  # no partial library left behind
 

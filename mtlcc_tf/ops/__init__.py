@@ -12,10 +12,10 @@
 
 The kernels (`kernels.cc`) are built with the machine's C++ compiler against the installed
 TensorFlow the first time they are needed (about 10 s), into `$MTLCC_TF_CACHE` (default
-`~/.cache/mtlcc_tf`), keyed by the source, TensorFlow's version and the compiler flags, and
-loaded from there afterwards. Where they cannot be built (no compiler, other platform)
-`available()` is False, a warning says why, and the cells use graph ops, which compute the
-same. `MTLCC_TF_FUSED=0` turns them off.
+`~/.cache/mtlcc_tf`), keyed by the source, TensorFlow's version, the compiler and its flags and
+the CPU's features, and loaded from there afterwards (a damaged cached file is built again).
+Where they cannot be built (no compiler, other platform) `available()` is False, a warning says
+why, and the cells use graph ops, which compute the same. `MTLCC_TF_FUSED=0` turns them off.
 """
 
 import contextlib
@@ -153,7 +153,7 @@ def _module():
             return tf.load_op_library(str(build(verbose=True, rebuild=True)))
     except (RuntimeError, OSError, tf.errors.OpError) as error:
         logging.getLogger(__name__).warning(
-            "fused ConvLSTM kernel unavailable, using graph ops (slower): %s", error
+            "fused CPU kernels unavailable, using graph ops (slower): %s", error
         )
         return None
 
@@ -208,7 +208,7 @@ def _tracing_for_xla() -> bool:
 def use_fused() -> bool:
     """Whether cells should call the fused kernels now.
 
-    True when the kernel is built, no GPU is visible, nothing is XLA-compiled (no XLA kernel)
+    True when the kernels are built, no GPU is visible, nothing is XLA-compiled (no XLA kernel)
     and no `disabled()` context is open.
     """
     return (
