@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up mtlcc-tf on a fresh Debian/Ubuntu machine: system GDAL, a .venv with the package
+# Sets up mtlcc-tf on a fresh Debian/Ubuntu machine: system GDAL and g++, a .venv with the package
 # (editable, CPU TensorFlow, dev tools) and GDAL's Python bindings built against the venv's numpy.
 # Safe to run again: finished steps are skipped.
 set -euo pipefail
@@ -9,10 +9,16 @@ PYTHON="${PYTHON:-python3}"
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
-if ! command -v gdal-config >/dev/null 2>&1; then
-  echo "[setup] installing system GDAL (libgdal-dev, gdal-bin) with apt-get"
+# System packages, installed with apt-get where missing: GDAL, a C++ compiler (GDAL's Python
+# bindings and the fused kernels of mtlcc_tf/ops are compiled) and venv for Debian's Python.
+packages=()
+command -v gdal-config >/dev/null 2>&1 || packages+=(libgdal-dev gdal-bin)
+command -v g++ >/dev/null 2>&1 || packages+=(g++)
+"$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || packages+=(python3-venv)
+if [ "${#packages[@]}" -gt 0 ]; then
+  echo "[setup] installing ${packages[*]} with apt-get"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libgdal-dev gdal-bin >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
