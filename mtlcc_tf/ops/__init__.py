@@ -7,8 +7,8 @@
   which normalises nothing (benchmarks/README.md).
 - `ln_gru_gates` and `ln_gru_output` do the same for the two elementwise parts of a
   layer-normalised ConvGRU step (its candidate convolution of r * h sits between them).
-- `reflect_pad` is the original's reflect padding of the convolutions' inputs as a copy:
-  TensorFlow's MirrorPad and its gradient were ~6% of a training step.
+- `reflect_pad` is the original's reflect padding of the convolutions' inputs as a copy,
+  several times faster than TensorFlow's MirrorPad and its gradient.
 
 The kernels (`kernels.cc`) are built with the machine's C++ compiler against the installed
 TensorFlow the first time they are needed (about 10 s), into `$MTLCC_TF_CACHE` (default
@@ -205,6 +205,12 @@ def _tracing_for_xla() -> bool:
         return True
 
 
+@functools.cache
+def _gpu_visible() -> bool:
+    # Asked once per step while tracing (and every step in eager mode); fixed once TF runs.
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def use_fused() -> bool:
     """Whether cells should call the fused kernels now.
 
@@ -213,7 +219,7 @@ def use_fused() -> bool:
     """
     return (
         _disabled_depth == 0
-        and not tf.config.list_logical_devices("GPU")
+        and not _gpu_visible()
         and not _tracing_for_xla()
         and available()
     )
@@ -362,8 +368,8 @@ def ln_gru_output(
 def reflect_pad(inputs: tf.Tensor, border: int) -> tf.Tensor:
     """`tf.pad` of height and width by `border` pixels with mode 'REFLECT', as one CPU kernel.
 
-    TensorFlow's MirrorPad and its gradient take ~0.35 ms each on a [4, 24, 24, 64] hidden
-    state here, about 10x a copy; these are copies.
+    TensorFlow's MirrorPad and its gradient are several times slower than these two copies
+    (a traced ConvLSTM direction in benchmarks/cell_costs.py).
 
     Args:
         inputs: [batch, height, width, channels] float32, height and width above `border`.
