@@ -9,7 +9,9 @@ thread and in process CPU time (so another job on a second core disturbs it litt
   of them off, both off (the stock layer's math), and the stock `keras.layers.ConvLSTM2D`;
 - our `layer_norm` of the gate pre-activations [4, 24, 24, 256], forward and backward, as
   graph ops and XLA-compiled;
-- single TensorFlow ops on a tensor of that shape (per call).
+- single TensorFlow ops on a tensor of that shape (per call);
+- where one direction's time goes by op type (a TensorFlow step trace, one thread), with the
+  fused kernels and without them.
 
 Run from the repository root:
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_costs.py     # ~2 min
@@ -17,6 +19,8 @@ The last printed line is one JSON object with every figure (milliseconds).
 """
 
 import argparse
+import collections
+import contextlib
 import json
 import time
 
@@ -139,6 +143,45 @@ def single_ops(args) -> dict:
     return results
 
 
+def time_by_op_type(args, fused: bool, top: int = 10) -> dict:
+    """Milliseconds per op type in a traced run of one direction (our default cell).
+
+    A TF1-style session run with FULL_TRACE after three warm-up runs: each op's duration, summed
+    over the ops of its type. The sum is below `one_direction` (no tf.function overhead).
+    """
+    graph = tf.Graph()
+    with graph.as_default(), contextlib.ExitStack() as stack:
+        if not fused:
+            stack.enter_context(ops.disabled())
+        cell = ConvLSTMCell(args.filters)
+        cell.build((None, None, None, args.channels))
+        inputs = tf.random.normal([args.time, args.batch, args.size, args.size, args.channels])
+        states, _ = run_recurrence(
+            cell, cell.project_inputs(inputs), tf.fill([args.batch], args.time)
+        )
+        gradients = tf.gradients(tf.reduce_sum(tf.square(states[-1])), cell.trainable_weights)
+        initialize = tf.compat.v1.global_variables_initializer()
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=1, inter_op_parallelism_threads=1
+    )
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
+        session.run(initialize)
+        for _ in range(3):
+            session.run(gradients)
+        metadata = tf.compat.v1.RunMetadata()
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        session.run(gradients, options=options, run_metadata=metadata)
+    micros = collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            # timeline_label: "name = OpType(inputs)"
+            op_type = node.timeline_label.split(" = ")[-1].split("(")[0]
+            micros[op_type] += node.all_end_rel_micros
+    times = {name: round(value / 1000, 1) for name, value in micros.most_common(top)}
+    times["total"] = round(sum(micros.values()) / 1000, 1)
+    return times
+
+
 def main() -> None:
     args = parse_arguments()
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -164,6 +207,12 @@ def main() -> None:
     ops_ms = single_ops(args)
     for name, value in ops_ms.items():
         print(f"op {name}: {value} ms per call", flush=True)
+    trace_ms = {
+        "ours_default": time_by_op_type(args, fused=True),
+        "ours_default_graph_ops": time_by_op_type(args, fused=False),
+    }
+    for name, times in trace_ms.items():
+        print(f"traced direction, {name}, ms by op type: {times}", flush=True)
     stock = direction_ms["stock_convlstm2d"]
     print(
         json.dumps(
@@ -183,6 +232,7 @@ def main() -> None:
                 },
                 "layer_norm_gates_all_steps_ms": norm_ms,
                 "single_op_ms_per_call": ops_ms,
+                "traced_direction_ms_by_op_type": trace_ms,
             }
         )
     )
