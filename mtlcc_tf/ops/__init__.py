@@ -217,12 +217,7 @@ def use_fused() -> bool:
     True when the kernels are built, no GPU is visible, nothing is XLA-compiled (no XLA kernel)
     and no `disabled()` context is open.
     """
-    return (
-        _disabled_depth == 0
-        and not _gpu_visible()
-        and not _tracing_for_xla()
-        and available()
-    )
+    return _disabled_depth == 0 and not _gpu_visible() and not _tracing_for_xla() and available()
 
 
 def ln_lstm_cell(
