@@ -3,6 +3,9 @@
 Run from the repository root, e.g.
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/train_step.py --steps 3 --warmup 1
+On a GPU, at one of the paper's shapes, with mixed precision and XLA:
+    python benchmarks/train_step.py --cells gru --size 24 --filters 128 \
+        --precisions float32,mixed_float16,mixed_bfloat16 --jit-compile both --matmul-size 8192
 The last printed line is one JSON object with every figure.
 """
 
@@ -32,6 +35,15 @@ GATES = {
     "keras_convlstm": 4,
     "keras_convlstm_unmasked": 4,
 }
+# The dtype of each policy's matmul peak.
+MATMUL_DTYPES = {
+    "float32": tf.float32,
+    "mixed_bfloat16": tf.bfloat16,
+    "mixed_float16": tf.float16,
+}
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s, by the first
+# name that occurs in the device's name (SXM parts; the H100 PCIe card is slower).
+NOMINAL_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}
 FLOP_FORMULA = (
     "train FLOPs/sample = 3 * (directions * time * 2*H*W*k^2*(channels+filters)*gates*filters"
     " + 2*H*W*3^2*(directions*filters)*classes); gates: lstm 4, gru 3; 3 = forward + two"
@@ -52,12 +64,39 @@ def parse_arguments() -> argparse.Namespace:
         "--cells",
         default="lstm,gru,keras_convlstm,lstm_graph_ops,lstm_stock_math,keras_convlstm_unmasked",
     )
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument(
+        "--precisions",
+        default="float32,mixed_bfloat16",
+        help="comma-separated Keras dtype policies: float32, mixed_float16, mixed_bfloat16",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        choices=("off", "on", "both"),
+        default="off",
+        help="XLA-compile the forward and backward pass (as `--jit_compile` of mtlcc_tf.train);"
+        " 'both' times every model with and without (XLA is ~20x slower on CPU)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
-    parser.add_argument("--matmul-size", type=int, default=2048)
-    return parser.parse_args()
+    parser.add_argument(
+        "--matmul-size", type=int, default=2048, help="8192 to reach a large GPU's peak"
+    )
+    parser.add_argument(
+        "--nominal-bf16-tflops",
+        type=float,
+        default=None,
+        help="the accelerator's dense bf16 peak from its data sheet (default: looked up by"
+        f" name for {', '.join(NOMINAL_BF16_TFLOPS)})",
+    )
+    args = parser.parse_args()
+    unknown = set(args.precisions.split(",")) - set(MATMUL_DTYPES)
+    if unknown:
+        parser.error(f"--precisions: unknown {sorted(unknown)}; known: {sorted(MATMUL_DTYPES)}")
+    unknown = set(args.cells.split(",")) - set(GATES)
+    if unknown:
+        parser.error(f"--cells: unknown {sorted(unknown)}; known: {sorted(GATES)}")
+    return args
 
 
 def cpu_name() -> str:
@@ -70,6 +109,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    """The first visible GPU's name, or None without one."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
 
 
 def time_calls(function, repeats: int) -> list[float]:
@@ -129,23 +176,36 @@ def build_benchmark_model(args: argparse.Namespace, cell: str) -> keras.Model:
     return build_model(config)
 
 
-def make_train_step(args: argparse.Namespace, cell: str, precision: str):
-    """A compiled training step (forward, backward, Adam) for one cell and dtype policy."""
+def make_train_step(args: argparse.Namespace, cell: str, precision: str, jit_compile: bool):
+    """A compiled training step (forward, backward, Adam) for one cell and dtype policy.
+
+    As in `mtlcc_tf.train`: under `mixed_float16` the loss is scaled (`LossScaleOptimizer`),
+    and `jit_compile` XLA-compiles the forward and backward pass, not the optimizer's update.
+    """
     keras.mixed_precision.set_global_policy(precision)
     try:
         model = build_benchmark_model(args, cell)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     optimizer = keras.optimizers.Adam(1e-3)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function
-    def train_step(features, labels):
+    def loss_and_gradients(features, labels):
         features = {name: features[name] for name in model.input}
         with tf.GradientTape() as tape:
             loss = loss_function(labels, model(features, training=True))
-        gradients = tape.gradient(loss, model.trainable_variables)
+            scaled_loss = optimizer.scale_loss(loss)
+        return loss, tape.gradient(scaled_loss, model.trainable_variables)
+
+    if jit_compile:
+        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+
+    @tf.function
+    def train_step(features, labels):
+        loss, gradients = loss_and_gradients(features, labels)
         optimizer.apply(gradients, model.trainable_variables)
         return loss
 
@@ -178,8 +238,12 @@ TARGETS = {
 }
 
 
-def time_variants(args: argparse.Namespace, variants: list[tuple[str, str]]):
-    """Seconds per training step of every variant and per matmul of every dtype."""
+def time_variants(args: argparse.Namespace, variants: list[tuple[str, str, bool]]):
+    """Seconds per training step of every variant and per matmul of every dtype.
+
+    A variant is (cell, precision, jit_compile); the matmuls are those of float32, bfloat16
+    and every other precision of the variants.
+    """
     rng = np.random.default_rng(0)
     shape = (args.batch, args.time, args.size, args.size, args.channels)
     features = {
@@ -192,10 +256,9 @@ def time_variants(args: argparse.Namespace, variants: list[tuple[str, str]]):
         steps[variant] = make_train_step(args, *variant)
         for _ in range(args.warmup):
             steps[variant](features, labels).numpy()
-    matmuls = {
-        "float32": make_matmul(args.matmul_size, tf.float32),
-        "mixed_bfloat16": make_matmul(args.matmul_size, tf.bfloat16),
-    }
+    precisions = ["float32", "mixed_bfloat16"]
+    precisions += [p for _, p, _ in variants if p not in precisions]
+    matmuls = {p: make_matmul(args.matmul_size, MATMUL_DTYPES[p]) for p in precisions}
     # Rounds interleave the peak and the variants so that load from other processes on a
     # shared machine hits them alike.
     step_seconds = {variant: [] for variant in variants}
@@ -214,11 +277,19 @@ def time_variants(args: argparse.Namespace, variants: list[tuple[str, str]]):
 def main() -> None:
     args = parse_arguments()
     tf.get_logger().setLevel("ERROR")  # one tf.function per variant is traced on purpose
+    jit = {"off": [False], "on": [True], "both": [False, True]}[args.jit_compile]
     variants = [
-        (cell, precision)
+        (cell, precision, jit_compile)
         for cell in args.cells.split(",")
         for precision in args.precisions.split(",")
+        for jit_compile in jit
     ]
+    accelerator = gpu_name()
+    nominal_bf16 = args.nominal_bf16_tflops
+    if nominal_bf16 is None and accelerator:
+        nominal_bf16 = next(
+            (tflops for name, tflops in NOMINAL_BF16_TFLOPS.items() if name in accelerator), None
+        )
     step_seconds, matmul_seconds = time_variants(args, variants)
 
     # The fastest call is the least disturbed estimate on a shared machine.
@@ -226,19 +297,24 @@ def main() -> None:
         name: 2 * args.matmul_size**3 / min(times) / 1e9 for name, times in matmul_seconds.items()
     }
     results = {}
-    for (cell, precision), seconds in step_seconds.items():
+    for (cell, precision, jit_compile), seconds in step_seconds.items():
         samples_per_second = args.batch / min(seconds)
         gflops = train_flops_per_sample(args, cell) * samples_per_second / 1e9
-        results[f"{cell}/{precision}"] = {
+        name = f"{cell}/{precision}" + ("+xla" if jit_compile else "")
+        results[name] = {
             "samples_per_second": round(samples_per_second, 3),
             "median_samples_per_second": round(args.batch / statistics.median(seconds), 3),
             "gflops_per_second": round(gflops, 1),
             "fraction_of_float32_matmul_peak": round(gflops / peak["float32"], 3),
             "fraction_of_own_dtype_matmul_peak": round(gflops / peak[precision], 3),
+            "fraction_of_bfloat16_matmul_peak": round(gflops / peak["mixed_bfloat16"], 3),
         }
+        if nominal_bf16:
+            results[name]["fraction_of_nominal_bf16_peak"] = round(gflops / nominal_bf16 / 1e3, 4)
         print(
-            f"{cell:>23} {precision:>14}: {samples_per_second:6.3f} samples/s, "
-            f"{gflops:6.1f} GFLOP/s ({gflops / peak['float32']:.0%} of fp32 matmul peak)"
+            f"{name:>38}: {samples_per_second:8.3f} samples/s, {gflops:8.1f} GFLOP/s"
+            f" ({gflops / peak['float32']:.0%} of fp32, {gflops / peak['mixed_bfloat16']:.0%}"
+            " of bf16 matmul peak)"
         )
     figures = {
         name: round(
@@ -257,7 +333,9 @@ def main() -> None:
         for name, (figure, threshold) in TARGETS.items()
         if figure in figures
     }
-    print(f"matmul peak: fp32 {peak['float32']:.1f} GFLOP/s, bf16 {peak['mixed_bfloat16']:.1f}")
+    print("matmul peak, GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
+    if nominal_bf16:
+        print(f"nominal dense bf16 peak of {accelerator or 'the device'}: {nominal_bf16} TFLOP/s")
     print(f"FLOP count: {FLOP_FORMULA}")
     for name, value in figures.items():
         print(f"{name}: {value}")
@@ -267,9 +345,12 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "gpu": accelerator,
+        "nominal_bf16_tflops": nominal_bf16,
+        "jit_compile": args.jit_compile,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "fused_kernels": ops.available(),
+        "fused_kernels": ops.available() and not accelerator,  # CPU only
         "shape": dict(
             batch=args.batch,
             time=args.time,

@@ -93,6 +93,28 @@ def create_optimizer(config: TrainConfig, learning_rate: Any, precision: str):
     return optimizer
 
 
+def cpu_speed_warning(precision: str, jit_compile: bool, num_gpus: int) -> str | None:
+    """A warning for settings measured to slow training down on CPUs, or None.
+
+    Measured with benchmarks/train_step.py (see benchmarks/README.md): `mixed_bfloat16` ran at
+    0.62x the float32 speed on an AVX512_BF16 CPU without AMX and 0.06x on an AVX2 CPU, and
+    XLA on CPU ~20x slower. On GPUs both are what makes training fast.
+    """
+    if num_gpus:
+        return None
+    slow = []
+    if precision != "float32":
+        slow.append(
+            f"precision {precision} (bf16/fp16 convolutions ran 0.06-0.6x the float32 speed on"
+            " CPUs without AMX)"
+        )
+    if jit_compile:
+        slow.append("jit_compile (XLA made a ConvLSTM training step ~20x slower on CPU)")
+    if not slow:
+        return None
+    return "training on CPU with " + " and ".join(slow) + ": float32 without XLA is faster here"
+
+
 def create_model(model_config: ModelConfig, seed: int = 0) -> keras.Model:
     """Builds the model with seeded initialisers (same weights for the same seed)."""
     keras.utils.set_random_seed(seed)
@@ -147,6 +169,13 @@ def train_and_evaluate(
     # The strategy first: MultiWorkerMirroredStrategy must precede every other TF op.
     strategy = strategy or distribute.create_strategy(runtime_config.strategy)
     distribute.log_strategy(strategy)
+    warning = cpu_speed_warning(
+        runtime_config.precision,
+        runtime_config.jit_compile,
+        len(tf.config.list_logical_devices("GPU")),
+    )
+    if warning:
+        logging.warning(warning)
     chief = distribute.is_chief(strategy)
     split = input_pipeline.list_split_files(train_data)
     input_pipeline.list_split_files(eval_data)

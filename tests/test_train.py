@@ -297,6 +297,14 @@ def test_mixed_float16_trains_with_loss_scaling(root, tmp_path):
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
+def test_cpu_speed_warning_names_slow_settings_on_cpu_only():
+    assert train_lib.cpu_speed_warning("float32", False, num_gpus=0) is None
+    warning = train_lib.cpu_speed_warning("mixed_bfloat16", True, num_gpus=0)
+    assert "mixed_bfloat16" in warning and "jit_compile" in warning
+    assert "jit_compile" not in train_lib.cpu_speed_warning("mixed_float16", False, num_gpus=0)
+    assert train_lib.cpu_speed_warning("mixed_bfloat16", True, num_gpus=1) is None
+
+
 def test_model_dir_paths_and_errors(tmp_path):
     model_dir = str(tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="config.json"):
