@@ -45,9 +45,10 @@ MATMUL_DTYPES = {
 # name that occurs in the device's name (SXM parts; the H100 PCIe card is slower).
 NOMINAL_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}
 FLOP_FORMULA = (
-    "train FLOPs/sample = 3 * (directions * time * 2*H*W*k^2*(channels+filters)*gates*filters"
-    " + 2*H*W*3^2*(directions*filters)*classes); gates: lstm 4, gru 3; 3 = forward + two"
-    " backward convolutions; elementwise work not counted"
+    "train FLOPs/sample = directions * time * 2*H*W*k^2*gates*filters*(2*channels + 3*filters)"
+    " + 3 * 2*H*W*3^2*(directions*filters)*classes; gates: lstm 4, gru 3; a convolution costs"
+    " its forward FLOPs 3 times in training (forward, input and weight gradients), except over"
+    " the inputs, whose gradient is not computed (2 times); elementwise work not counted"
 )
 
 
@@ -140,11 +141,18 @@ def make_matmul(size: int, dtype: tf.DType):
 def train_flops_per_sample(args: argparse.Namespace, cell: str) -> float:
     directions = 2
     pixels = args.size * args.size
+    # Per step and direction: forward and weight gradient over [x_t, h], input gradient over h
+    # only (the inputs are data; TensorFlow prunes their gradient).
     recurrent = (
-        2 * pixels * args.kernel**2 * (args.channels + args.filters) * GATES[cell] * args.filters
+        2
+        * pixels
+        * args.kernel**2
+        * GATES[cell]
+        * args.filters
+        * (2 * args.channels + 3 * args.filters)
     )
     head = 2 * pixels * 9 * directions * args.filters * args.num_classes
-    return 3 * (directions * args.time * recurrent + head)
+    return directions * args.time * recurrent + 3 * head
 
 
 def build_benchmark_model(args: argparse.Namespace, cell: str) -> keras.Model:
@@ -223,6 +231,8 @@ def make_train_step(args: argparse.Namespace, cell: str, precision: str, jit_com
 RATIOS = {
     "lstm_vs_stock_float32": ("lstm/float32", "keras_convlstm/float32"),
     "lstm_vs_stock_bfloat16": ("lstm/mixed_bfloat16", "keras_convlstm/mixed_bfloat16"),
+    "gru_vs_stock_float32": ("gru/float32", "keras_convlstm/float32"),
+    "gru_vs_lstm_float32": ("gru/float32", "lstm/float32"),
     "lstm_vs_unmasked_stock_float32": ("lstm/float32", "keras_convlstm_unmasked/float32"),
     "lstm_stock_math_vs_stock_float32": ("lstm_stock_math/float32", "keras_convlstm/float32"),
     "lstm_fused_vs_graph_ops_float32": ("lstm/float32", "lstm_graph_ops/float32"),

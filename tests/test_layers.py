@@ -75,6 +75,79 @@ def test_reflect_padding_split_equals_one_convolution_over_concatenation(cell_cl
     np.testing.assert_allclose(split, expected, atol=1e-5)
 
 
+def numpy_conv(inputs: np.ndarray, kernel: np.ndarray, padding: str) -> np.ndarray:
+    """A 'same'-size 2-D convolution with zero or reflect padding, written out in NumPy."""
+    size = kernel.shape[0]
+    pad = size // 2
+    mode = "reflect" if padding == "reflect" else "constant"
+    padded = np.pad(inputs, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode=mode)
+    height, width = inputs.shape[1:3]
+    return sum(
+        np.einsum("bhwc,co->bhwo", padded[:, dy : dy + height, dx : dx + width], kernel[dy, dx])
+        for dy in range(size)
+        for dx in range(size)
+    )
+
+
+def numpy_layer_norm(x, scale, offset, epsilon):
+    """Layer norm over height, width and channels of each sample, per-channel scale/offset."""
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    variance = x.var(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / np.sqrt(variance + epsilon) * scale + offset
+
+
+def numpy_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("normalization, padding", [(False, "same"), (True, "reflect")])
+def test_gru_step_matches_numpy_reference(normalization, padding):
+    """r, u = sigmoid(conv([x, h])); c = conv([x, r * h]); h' = u * h + (1 - u) * tanh(c)."""
+    cell = ConvGRUCell(FILTERS, padding=padding, normalization=normalization)
+    cell.build((None, None, None, CHANNELS))
+    randomize(cell)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(BATCH, SIZE, SIZE, CHANNELS))
+    h = rng.normal(size=(BATCH, SIZE, SIZE, FILTERS))
+    weights = {
+        weight.path.split("/")[-1]: weight.numpy().astype(np.float64) for weight in cell.weights
+    }
+    gate_kernel = np.concatenate([weights["gate_kernel"], weights["gate_recurrent_kernel"]], 2)
+    gates = numpy_conv(np.concatenate([x, h], -1), gate_kernel, padding)
+    if normalization:  # each gate normalised on its own
+        scale, offset = weights["gate_scale"], weights["gate_offset"]
+        parts = zip(np.split(gates, 2, -1), np.split(scale, 2), np.split(offset, 2), strict=True)
+        gates = np.concatenate([numpy_layer_norm(*part, cell.epsilon) for part in parts], -1)
+    else:
+        gates = gates + weights["gate_bias"]
+    reset, update = np.split(numpy_sigmoid(gates), 2, -1)
+    candidate_kernel = np.concatenate(
+        [weights["candidate_kernel"], weights["candidate_recurrent_kernel"]], 2
+    )
+    candidate = numpy_conv(np.concatenate([x, reset * h], -1), candidate_kernel, padding)
+    if normalization:
+        candidate = numpy_layer_norm(
+            candidate, weights["candidate_scale"], weights["candidate_offset"], cell.epsilon
+        )
+    else:
+        candidate = candidate + weights["candidate_bias"]
+    expected = update * h + (1 - update) * np.tanh(candidate)
+
+    output, (new_hidden,) = cell(tf.constant(x, tf.float32), [tf.constant(h, tf.float32)])
+    np.testing.assert_allclose(output, expected, atol=2e-5)
+    np.testing.assert_allclose(new_hidden, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("normalization", [True, False])
+def test_lstm_forget_gate_starts_at_the_forget_bias(normalization):
+    cell = ConvLSTMCell(FILTERS, normalization=normalization, forget_bias=1.0)
+    cell.build((None, None, None, CHANNELS))
+    offset = (cell.gate_offset if normalization else cell.bias).numpy()
+    # Gates in the order input, forget, candidate, output.
+    np.testing.assert_array_equal(offset[FILTERS : 2 * FILTERS], 1.0)
+    np.testing.assert_array_equal(np.delete(offset, np.s_[FILTERS : 2 * FILTERS]), 0.0)
+
+
 def test_layer_norm_matches_reference_per_gate():
     inputs = tf.constant(random_inputs()[:, :, :, :, :2].reshape(BATCH, SIZE, SIZE, -1) * 3 + 1)
     inputs = tf.cast(inputs, tf.float32)  # [batch, height, width, 2 groups * 4 channels]

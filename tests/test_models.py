@@ -202,11 +202,22 @@ def test_analysis_model_needs_our_encoder():
         build_analysis_model(build_model(tiny_config(convcell="keras_convlstm")))
 
 
+def loss_and_gradients(model, batch):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model(batch, training=True) ** 2)
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+
 @pytest.mark.parametrize(
     "convcell, policy",
-    [("lstm", "mixed_bfloat16"), ("gru", "mixed_bfloat16"), ("lstm", "mixed_float16")],
+    [
+        ("lstm", "mixed_bfloat16"),
+        ("gru", "mixed_bfloat16"),
+        ("lstm", "mixed_float16"),
+        ("gru", "mixed_float16"),
+    ],
 )
-def test_mixed_precision_forward(convcell, policy):
+def test_mixed_precision_forward_and_gradients(convcell, policy):
     reference = build_model(tiny_config(convcell=convcell))
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -218,6 +229,17 @@ def test_mixed_precision_forward(convcell, policy):
     logits = model(batch)
     assert logits.dtype == tf.float32
     np.testing.assert_allclose(logits, reference(batch), atol=0.1)
+    # Gradients: float32 (the variables are), finite, and pointing where float32's point.
+    _, expected = loss_and_gradients(reference, batch)
+    _, gradients = loss_and_gradients(model, batch)
+    for variable, gradient, want in zip(
+        model.trainable_variables, gradients, expected, strict=True
+    ):
+        assert gradient.dtype == tf.float32, variable.path
+        gradient, want = np.ravel(gradient), np.ravel(want)
+        assert np.isfinite(gradient).all(), variable.path
+        cosine = gradient @ want / (np.linalg.norm(gradient) * np.linalg.norm(want) + 1e-12)
+        assert cosine > 0.95, (variable.path, cosine)
 
 
 def test_pixelwise_baseline_has_no_spatial_context():
@@ -231,17 +253,12 @@ def test_pixelwise_baseline_has_no_spatial_context():
     np.testing.assert_array_equal(difference, 0.0)
 
 
-def test_jit_compiled_training_step_matches():
-    model = build_model(tiny_config())
+@pytest.mark.parametrize("convcell", ["lstm", "gru"])
+def test_jit_compiled_training_step_matches(convcell):
+    model = build_model(tiny_config(convcell=convcell))
     batch = tiny_batch()
-
-    def loss_and_gradients():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model(batch, training=True) ** 2)
-        return loss, tape.gradient(loss, model.trainable_variables)
-
-    loss, gradients = tf.function(loss_and_gradients)()
-    jit_loss, jit_gradients = tf.function(loss_and_gradients, jit_compile=True)()
+    loss, gradients = tf.function(loss_and_gradients)(model, batch)
+    jit_loss, jit_gradients = tf.function(loss_and_gradients, jit_compile=True)(model, batch)
     np.testing.assert_allclose(jit_loss, loss, rtol=1e-4)
     for gradient, jit_gradient in zip(gradients, jit_gradients, strict=True):
         np.testing.assert_allclose(jit_gradient, gradient, rtol=1e-3, atol=1e-4)

@@ -376,10 +376,9 @@ class ConvGRUCell(ConvRecurrentCell):
     def step(self, projected, states):
         (hidden,) = states
         filters = self.filters
-        projected_gates, projected_candidate = (
-            projected[..., : 2 * filters],
-            projected[..., 2 * filters :],
-        )
+        # tf.split, not two slices: the gradient of a slice of the last axis (StridedSliceGrad)
+        # took 17% of a direction's training time on an AVX2 CPU; Split's is one concat.
+        projected_gates, projected_candidate = tf.split(projected, [2 * filters, filters], -1)
         gates = tf.cast(
             projected_gates + self._conv(hidden, self.gate_recurrent_kernel), tf.float32
         )
