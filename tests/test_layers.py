@@ -138,6 +138,63 @@ def test_gru_step_matches_numpy_reference(normalization, padding):
     np.testing.assert_allclose(new_hidden, expected, atol=2e-5)
 
 
+@pytest.mark.parametrize(
+    "normalization, peepholes, padding",
+    [
+        (False, False, "same"),
+        (True, False, "reflect"),
+        (False, True, "same"),
+        (True, True, "reflect"),
+    ],
+)
+def test_lstm_step_matches_numpy_reference(normalization, peepholes, padding):
+    """The original's step: i, g, f (with peepholes from c) and o (from the new c) normalised
+    on their own, c' = sigmoid(f) c + sigmoid(i) tanh(g), c' normalised, h = sigmoid(o) tanh(c')."""
+    cell = ConvLSTMCell(FILTERS, padding=padding, normalization=normalization, peepholes=peepholes)
+    cell.build((None, None, None, CHANNELS))
+    randomize(cell)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(BATCH, SIZE, SIZE, CHANNELS))
+    h = rng.normal(size=(BATCH, SIZE, SIZE, FILTERS))
+    c = rng.normal(size=(BATCH, SIZE, SIZE, FILTERS))
+    weights = {
+        weight.path.split("/")[-1]: weight.numpy().astype(np.float64) for weight in cell.weights
+    }
+    kernel = np.concatenate([weights["kernel"], weights["recurrent_kernel"]], 2)
+    gates = numpy_conv(np.concatenate([x, h], -1), kernel, padding)
+    if not normalization:
+        gates = gates + weights["bias"]
+    i, f, g, o = np.split(gates, 4, -1)
+    if normalization:
+        scales = np.split(weights["gate_scale"], 4)
+        offsets = np.split(weights["gate_offset"], 4)
+
+        def norm(value, gate):
+            return numpy_layer_norm(value, scales[gate], offsets[gate], cell.epsilon)
+    else:
+
+        def norm(value, gate):
+            return value
+
+    if peepholes:
+        i = i + weights["peephole_weights"][0] * c
+        f = f + weights["peephole_weights"][1] * c
+    i, f, g = norm(i, 0), norm(f, 1), norm(g, 2)
+    new_c = numpy_sigmoid(f) * c + numpy_sigmoid(i) * np.tanh(g)
+    if peepholes:
+        o = o + weights["peephole_weights"][2] * new_c
+    o = norm(o, 3)
+    if normalization:
+        new_c = numpy_layer_norm(new_c, weights["cell_scale"], weights["cell_offset"], cell.epsilon)
+    new_h = numpy_sigmoid(o) * np.tanh(new_c)
+
+    states = [tf.constant(h, tf.float32), tf.constant(c, tf.float32)]
+    output, (hidden, cell_state) = cell(tf.constant(x, tf.float32), states)
+    np.testing.assert_allclose(output, new_h, atol=2e-5)
+    np.testing.assert_allclose(hidden, new_h, atol=2e-5)
+    np.testing.assert_allclose(cell_state, new_c, atol=2e-5)
+
+
 @pytest.mark.parametrize("normalization", [True, False])
 def test_lstm_forget_gate_starts_at_the_forget_bias(normalization):
     cell = ConvLSTMCell(FILTERS, normalization=normalization, forget_bias=1.0)
@@ -251,6 +308,17 @@ def test_stock_encoder_ignores_padding_steps():
     np.testing.assert_allclose(encoder(padded, lengths), encoder(inputs, lengths), atol=1e-5)
 
 
+def test_stock_encoder_with_mixed_lengths_equals_each_sample_alone():
+    """A sample of 2 real steps in a batch padded to 4 gets what its 2 steps alone give, in
+    both directions (the backward one starts at its last real step)."""
+    encoder = StockConvLSTMEncoder(FILTERS)
+    inputs = random_inputs().astype("float32")
+    batched = encoder(inputs, tf.constant([TIME, 2]))
+    alone = encoder(inputs[1:, :2], tf.constant([2]))
+    np.testing.assert_allclose(batched[1:], alone, atol=1e-5)
+    np.testing.assert_allclose(batched[:1], encoder(inputs[:1], tf.constant([TIME])), atol=1e-5)
+
+
 def test_head_per_step_batch_statistics_skip_padding_steps():
     head = ClassificationHead(3)
     features = random_inputs(time=3)
@@ -279,3 +347,15 @@ def test_get_config_round_trip(layer):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer)
     assert restored.get_config() == config
+
+
+@pytest.mark.parametrize("mode", ["avg", "sum"])
+def test_temporal_pooling_sums_or_averages_real_steps_only(mode):
+    logits = np.random.default_rng(5).normal(size=(3, 4, 2, 2, 5)).astype("float32")
+    lengths = np.array([4, 2, 0], "int32")
+    pooled = TemporalPooling(mode)(tf.constant(logits), tf.constant(lengths)).numpy()
+    expected_sums = [logits[0].sum(0), logits[1, :2].sum(0), np.zeros((2, 2, 5))]
+    for sample, (expected, length) in enumerate(zip(expected_sums, lengths, strict=True)):
+        if mode == "avg":
+            expected = expected / max(length, 1)
+        np.testing.assert_allclose(pooled[sample], expected, rtol=1e-5, atol=1e-6)
