@@ -253,9 +253,9 @@ def test_pixelwise_baseline_has_no_spatial_context():
     np.testing.assert_array_equal(difference, 0.0)
 
 
-@pytest.mark.parametrize("convcell", ["lstm", "gru"])
-def test_jit_compiled_training_step_matches(convcell):
-    model = build_model(tiny_config(convcell=convcell))
+@pytest.mark.parametrize("convcell, unroll", [("lstm", True), ("gru", True), ("lstm", False)])
+def test_jit_compiled_training_step_matches(convcell, unroll):
+    model = build_model(tiny_config(convcell=convcell, unroll=unroll))
     batch = tiny_batch()
     loss, gradients = tf.function(loss_and_gradients)(model, batch)
     jit_loss, jit_gradients = tf.function(loss_and_gradients, jit_compile=True)(model, batch)

@@ -79,7 +79,11 @@ def run_recurrence(
         )
         return step + 1, states, outputs
 
+    # maximum_iterations bounds the gradient's per-step accumulators, which XLA needs.
     _, states, outputs = tf.while_loop(
-        lambda step, *_: step < num_steps, body, (tf.constant(0), states, outputs)
+        lambda step, *_: step < num_steps,
+        body,
+        (tf.constant(0), states, outputs),
+        maximum_iterations=num_steps,
     )
     return states, tuple(output.stack() for output in outputs)
