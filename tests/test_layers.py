@@ -100,18 +100,23 @@ def numpy_sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
+def randomized_weights(cell: keras.layers.Layer) -> dict[str, np.ndarray]:
+    """Builds `cell` for CHANNELS inputs, randomises it; its weights by name, in float64."""
+    cell.build((None, None, None, CHANNELS))
+    randomize(cell)
+    return {
+        weight.path.split("/")[-1]: weight.numpy().astype(np.float64) for weight in cell.weights
+    }
+
+
 @pytest.mark.parametrize("normalization, padding", [(False, "same"), (True, "reflect")])
 def test_gru_step_matches_numpy_reference(normalization, padding):
     """r, u = sigmoid(conv([x, h])); c = conv([x, r * h]); h' = u * h + (1 - u) * tanh(c)."""
     cell = ConvGRUCell(FILTERS, padding=padding, normalization=normalization)
-    cell.build((None, None, None, CHANNELS))
-    randomize(cell)
+    weights = randomized_weights(cell)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(BATCH, SIZE, SIZE, CHANNELS))
     h = rng.normal(size=(BATCH, SIZE, SIZE, FILTERS))
-    weights = {
-        weight.path.split("/")[-1]: weight.numpy().astype(np.float64) for weight in cell.weights
-    }
     gate_kernel = np.concatenate([weights["gate_kernel"], weights["gate_recurrent_kernel"]], 2)
     gates = numpy_conv(np.concatenate([x, h], -1), gate_kernel, padding)
     if normalization:  # each gate normalised on its own
@@ -151,15 +156,11 @@ def test_lstm_step_matches_numpy_reference(normalization, peepholes, padding):
     """The original's step: i, g, f (with peepholes from c) and o (from the new c) normalised
     on their own, c' = sigmoid(f) c + sigmoid(i) tanh(g), c' normalised, h = sigmoid(o) tanh(c')."""
     cell = ConvLSTMCell(FILTERS, padding=padding, normalization=normalization, peepholes=peepholes)
-    cell.build((None, None, None, CHANNELS))
-    randomize(cell)
+    weights = randomized_weights(cell)
     rng = np.random.default_rng(4)
     x = rng.normal(size=(BATCH, SIZE, SIZE, CHANNELS))
     h = rng.normal(size=(BATCH, SIZE, SIZE, FILTERS))
     c = rng.normal(size=(BATCH, SIZE, SIZE, FILTERS))
-    weights = {
-        weight.path.split("/")[-1]: weight.numpy().astype(np.float64) for weight in cell.weights
-    }
     kernel = np.concatenate([weights["kernel"], weights["recurrent_kernel"]], 2)
     gates = numpy_conv(np.concatenate([x, h], -1), kernel, padding)
     if not normalization:
