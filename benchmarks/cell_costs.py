@@ -11,10 +11,11 @@ thread and in process CPU time (so another job on a second core disturbs it litt
   graph ops and XLA-compiled;
 - single TensorFlow ops on a tensor of that shape (per call);
 - where one direction's time goes by op type (a TensorFlow step trace, one thread), with the
-  fused kernels and without them.
+  fused kernels and without them, and for our ConvGRU (`--trace-only`: the traces alone).
 
 Run from the repository root:
-    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_costs.py     # ~2 min
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_costs.py     # ~3 min
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/cell_costs.py --trace-only
 The last printed line is one JSON object with every figure (milliseconds).
 """
 
@@ -28,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from mtlcc_tf import ops
-from mtlcc_tf.layers.cells import ConvLSTMCell, layer_norm
+from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell, layer_norm
 from mtlcc_tf.layers.recurrence import run_recurrence
 
 
@@ -40,6 +41,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=15)
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls; the fastest counts")
+    parser.add_argument("--trace-only", action="store_true", help="only the traces by op type")
     return parser.parse_args()
 
 
@@ -143,8 +145,8 @@ def single_ops(args) -> dict:
     return results
 
 
-def time_by_op_type(args, fused: bool, top: int = 10) -> dict:
-    """Milliseconds per op type in a traced run of one direction (our default cell).
+def time_by_op_type(args, fused: bool, cell_class=ConvLSTMCell, top: int = 10) -> dict:
+    """Milliseconds per op type in a traced run of one direction (our cell, default settings).
 
     A TF1-style session run with FULL_TRACE after three warm-up runs: each op's duration, summed
     over the ops of its type. The sum is below `one_direction` (no tf.function overhead).
@@ -153,7 +155,7 @@ def time_by_op_type(args, fused: bool, top: int = 10) -> dict:
     with graph.as_default(), contextlib.ExitStack() as stack:
         if not fused:
             stack.enter_context(ops.disabled())
-        cell = ConvLSTMCell(args.filters)
+        cell = cell_class(args.filters)
         cell.build((None, None, None, args.channels))
         inputs = tf.random.normal([args.time, args.batch, args.size, args.size, args.channels])
         states, _ = run_recurrence(
@@ -182,11 +184,8 @@ def time_by_op_type(args, fused: bool, top: int = 10) -> dict:
     return times
 
 
-def main() -> None:
-    args = parse_arguments()
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.get_logger().setLevel("ERROR")
+def time_cells_and_ops(args) -> tuple[dict, dict, dict]:
+    """The timed sections: one direction of each variant, layer norm, single ops."""
     directions = {
         "ours_default": one_direction(args, True, "reflect"),
         "ours_default_graph_ops": one_direction(args, True, "reflect", fused=False),
@@ -207,13 +206,25 @@ def main() -> None:
     ops_ms = single_ops(args)
     for name, value in ops_ms.items():
         print(f"op {name}: {value} ms per call", flush=True)
+    return direction_ms, norm_ms, ops_ms
+
+
+def main() -> None:
+    args = parse_arguments()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.get_logger().setLevel("ERROR")
+    direction_ms, norm_ms, ops_ms = {}, {}, {}
+    if not args.trace_only:
+        direction_ms, norm_ms, ops_ms = time_cells_and_ops(args)
     trace_ms = {
         "ours_default": time_by_op_type(args, fused=True),
         "ours_default_graph_ops": time_by_op_type(args, fused=False),
+        "ours_gru": time_by_op_type(args, fused=True, cell_class=ConvGRUCell, top=12),
     }
     for name, times in trace_ms.items():
         print(f"traced direction, {name}, ms by op type: {times}", flush=True)
-    stock = direction_ms["stock_convlstm2d"]
+    stock = direction_ms.get("stock_convlstm2d")
     print(
         json.dumps(
             {
@@ -228,7 +239,7 @@ def main() -> None:
                 },  # fmt: skip
                 "one_direction_ms": direction_ms,
                 "relative_to_stock": {
-                    name: round(value / stock, 3) for name, value in direction_ms.items()
+                    name: round(value / stock, 3) for name, value in direction_ms.items() if stock
                 },
                 "layer_norm_gates_all_steps_ms": norm_ms,
                 "single_op_ms_per_call": ops_ms,
