@@ -7,7 +7,6 @@ Prints human-readable lines, then as its last line one JSON object with every fi
 
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -20,6 +19,7 @@ from absl import app, flags  # noqa: E402
 from data_pipeline import dataset_root, input_pipeline, records  # noqa: E402
 from data_pipeline.config import DataConfig  # noqa: E402
 from data_pipeline.simulation import simulator  # noqa: E402
+from mtlcc_tf import hardware  # noqa: E402
 
 _PIX10 = flags.DEFINE_integer("pix10", 48, "Tile size in 10 m pixels.")
 _NOBS = flags.DEFINE_integer("nobs", 46, "Time steps per record.")
@@ -94,21 +94,15 @@ def schema_sizes(root: str) -> dict:
     return sizes
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv):
     del argv
     pix10, nobs, batch_size = _PIX10.value, _NOBS.value, _BATCH.value
-    figures = {"pix10": pix10, "nobs": nobs, "batch_size": batch_size, "cpu": cpu_name()}
+    figures = {
+        "pix10": pix10,
+        "nobs": nobs,
+        "batch_size": batch_size,
+        "cpu": hardware.cpu_info().model,
+    }
     figures["cpu_count"] = os.cpu_count()
     # The simulator is timed on one core, as the issue asks.
     figures["simulator_tiles_per_second_24px_46obs"] = round(

@@ -56,15 +56,21 @@ def _json_ready(config: Any) -> dict[str, Any]:
 
 
 def run_config_dict(
-    model_config: ModelConfig, data_config: DataConfig, class_table: dataset_root.ClassTable
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    class_table: dataset_root.ClassTable,
+    runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON object that `write_run_config` writes."""
-    return {
+    content = {
         "model": _json_ready(model_config),
         "data": _json_ready(data_config),
         "classes": {"ids": list(class_table.ids), "names": list(class_table.names)},
         "format": FORMAT,
     }
+    if runtime is not None:
+        content["runtime"] = runtime
+    return content
 
 
 def write_run_config(
@@ -72,13 +78,19 @@ def write_run_config(
     model_config: ModelConfig,
     data_config: DataConfig,
     class_table: dataset_root.ClassTable,
+    runtime: dict[str, Any] | None = None,
 ) -> None:
-    """Writes `model_dir/config.json` (atomically: readers never see half a file)."""
+    """Writes `model_dir/config.json` (atomically: readers never see half a file).
+
+    `runtime` (the resolved precision, the CPU, whether the fused kernels ran) is kept for the
+    record under "runtime"; rebuilding the model does not need it.
+    """
     tf.io.gfile.makedirs(model_dir)
     path = os.path.join(model_dir, CONFIG_FILE)
     temporary = f"{path}.tmp-{os.getpid()}"
+    content = run_config_dict(model_config, data_config, class_table, runtime)
     with tf.io.gfile.GFile(temporary, "w") as handle:
-        json.dump(run_config_dict(model_config, data_config, class_table), handle, indent=2)
+        json.dump(content, handle, indent=2)
         handle.write("\n")
     tf.io.gfile.rename(temporary, path, overwrite=True)
 

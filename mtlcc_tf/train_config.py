@@ -6,7 +6,7 @@ import dataclasses
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 
@@ -106,12 +106,15 @@ class RuntimeConfig:
             default strategy), 'default', 'one_device' (the first GPU, else the CPU),
             'mirrored' (all local GPUs, or all logical CPUs) or 'multi_worker'
             (MultiWorkerMirroredStrategy; reads the cluster from TF_CONFIG).
-        precision: 'float32', 'mixed_float16' (with dynamic loss scaling) or 'mixed_bfloat16'.
+        precision: 'auto' (the precision measured to train fastest on this machine, see
+            `mtlcc_tf.hardware.resolve_precision`: mixed_bfloat16 on CPUs with AMX and on GPUs
+            with bf16 tensor cores, float32 elsewhere), 'float32', 'mixed_float16' (with
+            dynamic loss scaling) or 'mixed_bfloat16'.
         jit_compile: XLA-compile the forward and backward pass (slow on CPU: off by default).
     """
 
     strategy: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"
     jit_compile: bool = False
 
     def validate(self) -> RuntimeConfig:

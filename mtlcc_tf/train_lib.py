@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any
@@ -13,7 +14,16 @@ from absl import logging
 
 from data_pipeline import input_pipeline
 from data_pipeline.config import DataConfig
-from mtlcc_tf import distribute, fault_tolerance, metrics, models, summaries, train_steps
+from mtlcc_tf import (
+    distribute,
+    fault_tolerance,
+    hardware,
+    metrics,
+    models,
+    ops,
+    summaries,
+    train_steps,
+)
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
@@ -93,26 +103,43 @@ def create_optimizer(config: TrainConfig, learning_rate: Any, precision: str):
     return optimizer
 
 
-def cpu_speed_warning(precision: str, jit_compile: bool, num_gpus: int) -> str | None:
-    """A warning for settings measured to slow training down on CPUs, or None.
+def resolve_runtime(
+    runtime_config: RuntimeConfig,
+) -> tuple[RuntimeConfig, hardware.Precision]:
+    """Resolves `precision='auto'` for this machine, logs the choice and warns of slow settings.
 
-    Measured with benchmarks/train_step.py (see benchmarks/README.md): `mixed_bfloat16` ran at
-    0.62x the float32 speed on an AVX512_BF16 CPU without AMX and 0.06x on an AVX2 CPU, and
-    XLA on CPU ~20x slower. On GPUs both are what makes training fast.
+    Returns:
+        The runtime config with a concrete precision, and how that precision was chosen.
     """
-    if num_gpus:
-        return None
-    slow = []
-    if precision != "float32":
-        slow.append(
-            f"precision {precision} (bf16/fp16 convolutions ran 0.06-0.6x the float32 speed on"
-            " CPUs without AMX)"
-        )
-    if jit_compile:
-        slow.append("jit_compile (XLA made a ConvLSTM training step ~20x slower on CPU)")
-    if not slow:
-        return None
-    return "training on CPU with " + " and ".join(slow) + ": float32 without XLA is faster here"
+    cpu = hardware.cpu_info()
+    gpus = hardware.gpu_compute_capabilities()
+    probe = functools.partial(hardware.cached_bfloat16_speedup, cpu)
+    precision = hardware.resolve_precision(runtime_config.precision, cpu, gpus, probe)
+    where = f"{len(gpus)} GPU(s)" if gpus else f"CPU {cpu.model!r} ({cpu.kind})"
+    logging.info("precision %s on %s: %s", precision.policy, where, precision.reason)
+    # What auto picks here (the probe is measured once per CPU and cached).
+    auto = hardware.resolve_precision("auto", cpu, gpus, probe).policy
+    warning = hardware.speed_warning(
+        precision.policy, runtime_config.jit_compile, cpu, gpus, auto=auto
+    )
+    if warning:
+        logging.warning(warning)
+    return dataclasses.replace(runtime_config, precision=precision.policy), precision
+
+
+def runtime_record(precision: hardware.Precision) -> dict[str, Any]:
+    """What config.json keeps of the machine a run was started on (informational)."""
+    cpu = hardware.cpu_info()
+    return {
+        "precision": precision.policy,
+        "precision_requested": precision.requested,
+        "precision_reason": precision.reason,
+        "cpu": cpu.model,
+        "cpu_flags": cpu.speed_flags(),
+        "gpu_compute_capabilities": [list(c) for c in hardware.gpu_compute_capabilities()],
+        # Results differ in the last digits with and without the fused kernels.
+        "fused_kernels": ops.use_fused(),
+    }
 
 
 def create_model(model_config: ModelConfig, seed: int = 0) -> keras.Model:
@@ -169,13 +196,7 @@ def train_and_evaluate(
     # The strategy first: MultiWorkerMirroredStrategy must precede every other TF op.
     strategy = strategy or distribute.create_strategy(runtime_config.strategy)
     distribute.log_strategy(strategy)
-    warning = cpu_speed_warning(
-        runtime_config.precision,
-        runtime_config.jit_compile,
-        len(tf.config.list_logical_devices("GPU")),
-    )
-    if warning:
-        logging.warning(warning)
+    runtime_config, precision = resolve_runtime(runtime_config)
     chief = distribute.is_chief(strategy)
     split = input_pipeline.list_split_files(train_data)
     input_pipeline.list_split_files(eval_data)
@@ -198,7 +219,9 @@ def train_and_evaluate(
     steps_per_epoch, total_steps = _steps(train_config, len(split.files), train_data.batch_size)
     model_dir_lib.check_resumable(model_dir, model_config, classes)
     if chief:
-        model_dir_lib.write_run_config(model_dir, model_config, train_data, classes)
+        model_dir_lib.write_run_config(
+            model_dir, model_config, train_data, classes, runtime=runtime_record(precision)
+        )
 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(runtime_config.precision)

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.config import DataConfig
-from mtlcc_tf import evaluate_lib, train_lib
+from mtlcc_tf import evaluate_lib, hardware, train_lib
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
@@ -142,7 +142,17 @@ def test_entry_point_writes_flags_checkpoints_and_summaries(root, tmp_path):
     assert "--verbosity" not in flags_text and "--logtostderr" not in flags_text
     for folder in ("checkpoints", "best", "train", "validation"):
         assert os.listdir(os.path.join(model_dir, folder)), folder
-    assert json.load(open(os.path.join(model_dir, "config.json")))["format"] == 1
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    assert config["format"] == 1
+    # --precision=auto (the default) is resolved for this machine, logged and recorded.
+    cpu = hardware.cpu_info()
+    probe = lambda: hardware.cached_bfloat16_speedup(cpu)  # noqa: E731 - what train measured
+    expected = hardware.resolve_precision("auto", cpu, [], probe).policy
+    assert config["runtime"]["precision"] == expected
+    assert config["runtime"]["precision_requested"] == "auto"
+    assert set(config["runtime"]["cpu_flags"]) == set(hardware.SPEED_FLAGS)
+    assert f"precision {expected} on CPU" in done.stderr
+    assert "--precision=auto" in flags_text
 
 
 def test_deterministic_runs_end_with_identical_weights(root, tmp_path):
@@ -295,14 +305,6 @@ def test_mixed_float16_trains_with_loss_scaling(root, tmp_path):
     assert result.step == 1 and np.isfinite(result.validation["loss"])
     optimizer = train_lib.create_optimizer(TrainConfig(), 1e-3, "mixed_float16")
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-
-def test_cpu_speed_warning_names_slow_settings_on_cpu_only():
-    assert train_lib.cpu_speed_warning("float32", False, num_gpus=0) is None
-    warning = train_lib.cpu_speed_warning("mixed_bfloat16", True, num_gpus=0)
-    assert "mixed_bfloat16" in warning and "jit_compile" in warning
-    assert "jit_compile" not in train_lib.cpu_speed_warning("mixed_float16", False, num_gpus=0)
-    assert train_lib.cpu_speed_warning("mixed_bfloat16", True, num_gpus=1) is None
 
 
 def test_model_dir_paths_and_errors(tmp_path):

@@ -39,7 +39,8 @@ _SOURCE = pathlib.Path(__file__).with_name("kernels.cc")
 _OPTIMIZATION_FLAGS = ["-O3", "-march=native", "-mno-avx512fp16"]
 
 
-def _cache_dir() -> pathlib.Path:
+def cache_dir() -> pathlib.Path:
+    """Where built kernels and measured facts about this machine are cached."""
     root = os.environ.get("MTLCC_TF_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mtlcc_tf"
     )
@@ -111,7 +112,7 @@ def build(verbose: bool = False, rebuild: bool = False) -> pathlib.Path:
             + [part.encode() for part in compiler + flags]
         )
     ).hexdigest()[:16]
-    library = _cache_dir() / f"kernels-{key}.so"
+    library = cache_dir() / f"kernels-{key}.so"
     if library.exists() and not rebuild:
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
