@@ -1,0 +1,411 @@
+"""Runs a table of models x seeds as separate processes and aggregates their metrics.
+
+An experiment is a list of variants (a name and the flags that make it differ from a shared
+training flagfile, or a classical baseline), each trained with several seeds and evaluated on
+several partitions. Every run is its own process (`mtlcc_tf.train`, then `mtlcc_tf.evaluate`, or
+`mtlcc_tf.classical`), so one crash names its run and the others' results stay. A run whose
+`run.json` exists is done and skipped: rerunning the same command resumes an experiment.
+
+Layout of `out_dir`:
+    models/<variant>/seed_<s>/      model directory (deep) or output folder (classical)
+        run.json                    command, seconds, parameters; written when the run is done
+        evaluation/<partition>/     metrics.json, report.md, ... of each partition
+    results.json, results.md, per_class_f1.png   the aggregate (`write_results`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import logging
+
+TRAINED = "train"
+CLASSICAL = "classical"
+RUN_FILE = "run.json"
+HEADLINE_KEYS = ("overall_accuracy", "kappa", "macro_f1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of the table: `kind` 'train' (mtlcc_tf.train flags) or 'classical'."""
+
+    name: str
+    kind: str
+    args: tuple[str, ...]
+
+
+def parse_variant(text: str, kind: str) -> Variant:
+    """'NAME --flag=value ...' -> Variant; the name is a folder name, the rest flags."""
+    words = shlex.split(text)
+    if not words or words[0].startswith("-"):
+        raise ValueError(f"variant {text!r}: expected 'NAME --flag=value ...'")
+    name = words[0]
+    if not all(character.isalnum() or character in "_-." for character in name):
+        raise ValueError(f"variant name {name!r}: use letters, digits, '_', '-' and '.' only")
+    bad = [word for word in words[1:] if not word.startswith("--")]
+    if bad:
+        raise ValueError(f"variant {name!r}: {bad} are not --flags")
+    return Variant(name, kind, tuple(words[1:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What to run: variants x seeds, evaluated on partitions, all on one dataset.
+
+    Attributes:
+        datadir: Dataset root.
+        out_dir: Where models, evaluations and the aggregate go.
+        variants: The rows.
+        seeds: Each seed is a run per variant: `--seed` and `--data_seed` of training, `--seed`
+            of a classical baseline.
+        partitions: Partitions every run is evaluated on ('train', 'test', 'eval').
+        train_flagfile: Flagfile every trained variant starts from (its flags come after).
+        train_args: Flags appended to every trained variant (e.g. a shorter run for a test).
+        classical_args: Flags appended to every classical variant.
+        fold: Fold of the train/test partitions.
+    """
+
+    datadir: str
+    out_dir: str
+    variants: tuple[Variant, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    partitions: tuple[str, ...] = ("test", "eval")
+    train_flagfile: str | None = None
+    train_args: tuple[str, ...] = ()
+    classical_args: tuple[str, ...] = ()
+    fold: int = 0
+
+    def validate(self) -> Experiment:
+        names = [variant.name for variant in self.variants]
+        if not names:
+            raise ValueError("an experiment needs at least one variant")
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if not self.seeds:
+            raise ValueError("an experiment needs at least one seed")
+        unknown = set(self.partitions) - {"train", "test", "eval"}
+        if unknown or not self.partitions:
+            raise ValueError(f"partitions {list(self.partitions)}: use train, test and/or eval")
+        if self.train_flagfile and not os.path.isfile(self.train_flagfile):
+            raise ValueError(f"{self.train_flagfile}: training flagfile not found")
+        if not os.path.isfile(os.path.join(self.datadir, "dataset.ini")):
+            raise ValueError(f"{self.datadir}: no dataset.ini; not a dataset root")
+        return self
+
+
+def run_dir(experiment: Experiment, variant: Variant, seed: int) -> str:
+    return os.path.join(experiment.out_dir, "models", variant.name, f"seed_{seed}")
+
+
+def commands(experiment: Experiment, variant: Variant, seed: int) -> list[list[str]]:
+    """The processes of one run, in order."""
+    directory = run_dir(experiment, variant, seed)
+    python = [sys.executable, "-m"]
+    if variant.kind == CLASSICAL:
+        return [
+            [
+                *python,
+                "mtlcc_tf.classical",
+                f"--datadir={experiment.datadir}",
+                f"--fold={experiment.fold}",
+                f"--partitions={','.join(experiment.partitions)}",
+                f"--out_dir={os.path.join(directory, 'evaluation')}",
+                f"--seed={seed}",
+                *variant.args,
+                *experiment.classical_args,
+            ]
+        ]
+    flagfile = [f"--flagfile={experiment.train_flagfile}"] if experiment.train_flagfile else []
+    train = [
+        *python,
+        "mtlcc_tf.train",
+        *flagfile,
+        f"--datadir={experiment.datadir}",
+        f"--model_dir={directory}",
+        f"--fold={experiment.fold}",
+        f"--seed={seed}",
+        f"--data_seed={seed}",
+        *variant.args,
+        *experiment.train_args,
+    ]
+    evaluations = [
+        [
+            *python,
+            "mtlcc_tf.evaluate",
+            f"--model_dir={directory}",
+            f"--datadir={experiment.datadir}",
+            f"--partition={partition}",
+            f"--fold={experiment.fold}",
+            f"--out_dir={os.path.join(directory, 'evaluation', partition)}",
+        ]
+        for partition in experiment.partitions
+    ]
+    return [train, *evaluations]
+
+
+def _parameter_count(model_dir: str) -> int | None:
+    """Trainable parameters of a trained run's model (None for classical runs)."""
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        return None
+    from mtlcc_tf import model_dir as model_dir_lib
+    from mtlcc_tf import models
+
+    run_config = model_dir_lib.read_run_config(model_dir)
+    model = models.build_model(run_config.model)
+    model(model_dir_lib.dummy_inputs(run_config.model))
+    return int(sum(math.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def execute(
+    experiment: Experiment,
+    runner: Callable[[list[str], str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs every run not yet done (variants in order, seeds inside); returns all run records.
+
+    Args:
+        experiment: What to run.
+        runner: `runner(command, log_path)` runs one process and raises on failure; the default
+            runs it with output appended to `log_path`.
+
+    Raises:
+        RuntimeError: a process failed (names the run, the command and its log).
+    """
+    experiment.validate()
+    runner = runner or _run_process
+    records = []
+    total = len(experiment.variants) * len(experiment.seeds)
+    for index, (variant, seed) in enumerate(
+        ((variant, seed) for variant in experiment.variants for seed in experiment.seeds), 1
+    ):
+        directory = run_dir(experiment, variant, seed)
+        record_path = os.path.join(directory, RUN_FILE)
+        if os.path.isfile(record_path):
+            with open(record_path, encoding="utf-8") as handle:
+                records.append(json.load(handle))
+            logging.info(
+                "[%d/%d] %s seed %d: done before, skipped", index, total, variant.name, seed
+            )
+            continue
+        os.makedirs(directory, exist_ok=True)
+        log_path = os.path.join(directory, "log.txt")
+        logging.info(
+            "[%d/%d] %s seed %d: running (log %s)", index, total, variant.name, seed, log_path
+        )
+        steps = commands(experiment, variant, seed)
+        start = time.monotonic()
+        seconds = []
+        for command in steps:
+            step_start = time.monotonic()
+            runner(command, log_path)
+            seconds.append(time.monotonic() - step_start)
+        record = {
+            "variant": variant.name,
+            "kind": variant.kind,
+            "seed": seed,
+            "commands": [shlex.join(command) for command in steps],
+            # Deep runs: the first process trains; a classical run fits and predicts in one.
+            "train_seconds": round(seconds[0], 1),
+            "total_seconds": round(time.monotonic() - start, 1),
+            "parameters": _parameter_count(directory),
+        }
+        temporary = f"{record_path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2)
+        os.replace(temporary, record_path)
+        logging.info(
+            "[%d/%d] %s seed %d: done in %.0f s",
+            index,
+            total,
+            variant.name,
+            seed,
+            record["total_seconds"],
+        )
+        records.append(record)
+    return records
+
+
+def _run_process(command: list[str], log_path: str) -> None:
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            tail = "".join(log.readlines()[-15:])
+        raise RuntimeError(
+            f"exit status {done.returncode} of {shlex.join(command)}\nlast lines of {log_path}:\n"
+            f"{tail}"
+        )
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    mean = sum(values) / len(values)
+    variance = sum((value - mean) ** 2 for value in values) / max(len(values) - 1, 1)
+    return {"mean": mean, "std": math.sqrt(variance), "n": len(values)}
+
+
+def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every variant's metrics, per partition."""
+    rows = []
+    for variant in experiment.variants:
+        runs = [record for record in records if record["variant"] == variant.name]
+        if not runs:
+            continue
+        row = {
+            "variant": variant.name,
+            "kind": variant.kind,
+            "args": list(variant.args),
+            "seeds": [run["seed"] for run in runs],
+            "train_seconds": _mean_std([run["train_seconds"] for run in runs]),
+            "parameters": runs[0]["parameters"],
+            "partitions": {},
+        }
+        for partition in experiment.partitions:
+            summaries = []
+            for run in runs:
+                path = os.path.join(
+                    run_dir(experiment, variant, run["seed"]),
+                    "evaluation",
+                    partition,
+                    "metrics.json",
+                )
+                with open(path, encoding="utf-8") as handle:
+                    summaries.append(json.load(handle))
+            names = list(summaries[0]["per_class"])
+            row["partitions"][partition] = {
+                **{key: _mean_std([s[key] for s in summaries]) for key in HEADLINE_KEYS},
+                "per_class_f1": {
+                    name: _mean_std([s["per_class"][name]["f1"] for s in summaries])
+                    for name in names
+                },
+                "num_pixels": summaries[0]["num_pixels"],
+            }
+        rows.append(row)
+    return {
+        "datadir": experiment.datadir,
+        "fold": experiment.fold,
+        "seeds": list(experiment.seeds),
+        "partitions": list(experiment.partitions),
+        "train_flagfile": experiment.train_flagfile,
+        "train_args": list(experiment.train_args),
+        "rows": rows,
+    }
+
+
+def _cell(statistics: dict[str, float], digits: int = 3) -> str:
+    if statistics["n"] > 1:
+        return f"{statistics['mean']:.{digits}f} ± {statistics['std']:.{digits}f}"
+    return f"{statistics['mean']:.{digits}f}"
+
+
+def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
+    """The results as a Markdown report: one headline table per partition, per-class F1."""
+    lines = [
+        "# Experiment results",
+        "",
+        f"- command: `{command}`",
+        f"- hardware: {hardware_line}",
+        f"- dataset: `{results['datadir']}`, fold {results['fold']}, seeds {results['seeds']}"
+        " (mean ± sample standard deviation over seeds)",
+        f"- trained variants start from `{results['train_flagfile']}`"
+        + (f", plus `{' '.join(results['train_args'])}`" if results["train_args"] else ""),
+        "",
+    ]
+    for partition in results["partitions"]:
+        rows = [row for row in results["rows"] if partition in row["partitions"]]
+        pixels = rows[0]["partitions"][partition]["num_pixels"] if rows else 0
+        lines += [
+            f"## {partition} tiles ({pixels:,} labelled pixels)",
+            "",
+            "| variant | OA | kappa | macro F1 | train s | parameters | flags |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            metrics = row["partitions"][partition]
+            flags_text = " ".join(row["args"]) or "(base)"
+            lines.append(
+                f"| {row['variant']} | {_cell(metrics['overall_accuracy'])} | "
+                f"{_cell(metrics['kappa'])} | {_cell(metrics['macro_f1'])} | "
+                f"{_cell(row['train_seconds'], 0)} | {row['parameters'] or '-'} | "
+                f"`{flags_text}` |"
+            )
+        lines.append("")
+    last = results["partitions"][-1]
+    rows = [row for row in results["rows"] if last in row["partitions"]]
+    if rows:
+        names = list(rows[0]["partitions"][last]["per_class_f1"])
+        lines += [
+            f"## Per-class F1 on the {last} tiles",
+            "",
+            "| class | " + " | ".join(row["variant"] for row in rows) + " |",
+            "|---|" + "---|" * len(rows),
+        ]
+        for name in names:
+            cells = [_cell(row["partitions"][last]["per_class_f1"][name], 2) for row in rows]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_per_class_f1(results: dict[str, Any], partition: str, path: str) -> None:
+    """Grouped bars of per-class F1 (mean, with the std as error bars) per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [row for row in results["rows"] if partition in row["partitions"]]
+    if not rows:
+        return
+    names = list(rows[0]["partitions"][partition]["per_class_f1"])
+    width = 0.8 / len(rows)
+    figure, axes = plt.subplots(figsize=(max(8, len(names) * 0.7), 4.5))
+    for index, row in enumerate(rows):
+        stats = row["partitions"][partition]["per_class_f1"]
+        axes.bar(
+            np.arange(len(names)) + index * width,
+            [stats[name]["mean"] for name in names],
+            width,
+            yerr=[stats[name]["std"] for name in names],
+            label=row["variant"],
+        )
+    axes.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    axes.set_xticklabels(names, rotation=60, ha="right")
+    axes.set_ylabel("F1")
+    axes.set_ylim(0, 1)
+    axes.set_title(f"Per-class F1 on the {partition} tiles")
+    axes.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_results(
+    results: dict[str, Any], directory: str, command: str, hardware_line: str
+) -> list[str]:
+    """Writes results.json, results.md and per_class_f1.png into `directory`; returns paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, name) for name in ("results.json", "results.md")]
+    payload = {**results, "command": command, "hardware": hardware_line}
+    for path, text in zip(
+        paths,
+        (json.dumps(payload, indent=2) + "\n", markdown(results, command, hardware_line)),
+        strict=True,
+    ):
+        temporary = f"{path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    plot = os.path.join(directory, "per_class_f1.png")
+    plot_per_class_f1(results, results["partitions"][-1], plot)
+    return [*paths, plot]

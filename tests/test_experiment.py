@@ -1,0 +1,150 @@
+"""Tests of the experiment runner: variants, resuming, aggregation, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mtlcc_tf import experiment_lib
+from tests.conftest import CLASSES, write_random_root
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("data") / "root")
+    write_random_root(path, num_tiles=4, pix10=12, nobs=5)
+    return path
+
+
+def test_parse_variant():
+    variant = experiment_lib.parse_variant("gru --convcell=gru --epochs=2", "train")
+    assert variant == experiment_lib.Variant("gru", "train", ("--convcell=gru", "--epochs=2"))
+    assert experiment_lib.parse_variant("base", "train").args == ()
+    for bad, message in (
+        ("", "expected"),
+        ("--convcell=gru", "expected"),
+        ("a/b --x=1", "variant name"),
+        ("gru convcell=gru", "not --flags"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            experiment_lib.parse_variant(bad, "train")
+
+
+def _fake_runner(f1_by_seed):
+    """Writes the metrics.json an evaluation would, with values that depend on the seed."""
+    calls = []
+
+    def runner(command, log_path):
+        calls.append(command)
+        if "mtlcc_tf.train" in command:
+            return
+        out_dir = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--out_dir="))
+        seed = int(os.path.basename(os.path.dirname(os.path.dirname(out_dir)))[len("seed_") :])
+        value = f1_by_seed[seed]
+        os.makedirs(out_dir, exist_ok=True)
+        summary = {
+            "overall_accuracy": value,
+            "kappa": value / 2,
+            "macro_f1": value / 4,
+            "per_class": {name: {"f1": value} for name in CLASSES.names},
+            "num_pixels": 100,
+        }
+        with open(os.path.join(out_dir, "metrics.json"), "w") as handle:
+            json.dump(summary, handle)
+
+    return runner, calls
+
+
+def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
+    experiment = experiment_lib.Experiment(
+        datadir=root,
+        out_dir=str(tmp_path / "out"),
+        variants=(experiment_lib.parse_variant("small --convrnn_filters=2", "train"),),
+        seeds=(0, 1),
+        partitions=("test",),
+    )
+    runner, calls = _fake_runner({0: 0.5, 1: 0.7})
+    records = experiment_lib.execute(experiment, runner)
+    assert len(calls) == 4  # train and evaluate, per seed
+    assert [record["seed"] for record in records] == [0, 1]
+    train = calls[0]
+    assert "--seed=0" in train and "--data_seed=0" in train and "--convrnn_filters=2" in train
+    results = experiment_lib.aggregate(experiment, records)
+    accuracy = results["rows"][0]["partitions"]["test"]["overall_accuracy"]
+    assert accuracy["mean"] == pytest.approx(0.6) and accuracy["n"] == 2
+    assert accuracy["std"] == pytest.approx(0.1414, abs=1e-4)
+    # Run again: both runs are done, nothing is started.
+    runner_again, calls_again = _fake_runner({0: 0.0, 1: 0.0})
+    assert len(experiment_lib.execute(experiment, runner_again)) == 2 and not calls_again
+    paths = experiment_lib.write_results(results, str(tmp_path / "results"), "cmd", "cpu")
+    assert all(os.path.getsize(path) > 0 for path in paths)
+    text = open(paths[1], encoding="utf-8").read()
+    assert "0.600 ± 0.141" in text and "| maize |" in text
+
+
+def test_a_failed_run_names_its_command_and_log(root, tmp_path):
+    experiment = experiment_lib.Experiment(
+        datadir=root,
+        out_dir=str(tmp_path / "out"),
+        variants=(experiment_lib.parse_variant("broken --no_such_flag=1", "train"),),
+        seeds=(0,),
+        partitions=("test",),
+    )
+    with pytest.raises(RuntimeError, match="(?s)no_such_flag.*log.txt"):
+        experiment_lib.execute(experiment)
+    assert not os.path.exists(
+        os.path.join(experiment_lib.run_dir(experiment, experiment.variants[0], 0), "run.json")
+    )
+
+
+def test_bad_experiments_are_refused(root, tmp_path):
+    variant = experiment_lib.parse_variant("a", "train")
+    good = dict(datadir=root, out_dir=str(tmp_path), variants=(variant,))
+    for changes, message in (
+        ({"variants": ()}, "at least one variant"),
+        ({"variants": (variant, variant)}, "unique"),
+        ({"seeds": ()}, "at least one seed"),
+        ({"partitions": ("validation",)}, "partitions"),
+        ({"datadir": str(tmp_path / "none")}, "dataset.ini"),
+        ({"train_flagfile": str(tmp_path / "none.flags")}, "flagfile not found"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            experiment_lib.Experiment(**{**good, **changes}).validate()
+
+
+def test_entry_point_trains_evaluates_and_writes_the_table(root, tmp_path):
+    out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtlcc_tf.experiment",
+            f"--datadir={root}",
+            f"--out_dir={out_dir}",
+            f"--results_dir={results_dir}",
+            "--variant=tiny --convrnn_filters=2",
+            "--seeds=0",
+            "--partitions=train,test",
+            "--train_args=--train_steps=2 --batchsize=2 --temporal_samples=3 --num_image_tiles=0",
+        ],
+        cwd=REPOSITORY,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.load(open(os.path.join(results_dir, "results.json"), encoding="utf-8"))
+    row = results["rows"][0]
+    assert row["variant"] == "tiny" and row["parameters"] > 0
+    assert set(row["partitions"]) == {"train", "test"}
+    for partition in ("train", "test"):
+        assert 0.0 <= row["partitions"][partition]["overall_accuracy"]["mean"] <= 1.0
+    assert os.path.getsize(os.path.join(results_dir, "per_class_f1.png")) > 0
+    assert "| tiny |" in done.stdout
