@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import dataset_root, input_pipeline, records, transforms
+from data_pipeline import dataset_root, input_pipeline, realism, records, transforms
 
 
 def check_record(
@@ -64,6 +64,7 @@ def inspect_root(
     schemas = collections.Counter()
     sequence_lengths, coverage, corrupt = [], [], []
     coverage_by_month = collections.defaultdict(list)
+    ndvi_levels, tile_clouds = realism.NdviLevels(classes.num_classes), realism.TileClouds()
     tiles_per_section = {}
     start = time.monotonic()
     for section in chosen:
@@ -88,11 +89,16 @@ def inspect_root(
             valid = transforms.valid_observations(features).numpy()
             sequence_lengths.append(int(valid.sum()))
             if bool(features["has_cloud_mask"]) and valid.any():
-                mask = features["cloud_mask"].numpy()[valid] != records.CLEAR  # [T', H, W]
+                cloud_mask = features["cloud_mask"].numpy()[valid]  # [T', H, W]
+                mask = cloud_mask != records.CLEAR
                 coverage.append(float(mask.mean()))
                 months = (features["doy"].numpy()[valid] - 1) * 12 // 366
                 for month, fraction in zip(months, mask.mean(axis=(1, 2)), strict=True):
                     coverage_by_month[int(month) + 1].append(float(fraction))
+                tile_clouds.add(cloud_mask, records.CLOUD, records.CLEAR)
+                ndvi_levels.add(
+                    features["x10"].numpy()[valid], labels.reshape(mask.shape[1:]), ~mask
+                )
             if progress and number % 200 == 0:
                 rate = number / (time.monotonic() - start)
                 progress(f"[{section.name}] {number}/{len(paths)} records ({rate:.0f}/s)")
@@ -115,7 +121,10 @@ def inspect_root(
                 month: round(float(np.mean(values)), 4)
                 for month, values in sorted(coverage_by_month.items())
             },
+            "tile_observations": tile_clouds.summary(),
         },
+        # Clear-sky vegetation levels per class, only measurable with cloud masks.
+        "clear_sky_ndvi": ndvi_levels.summary(classes.known_names) if coverage else {},
     }  # fmt: skip
 
 
@@ -155,7 +164,20 @@ def format_report(report: dict) -> str:
     for name, count in report["class_histogram"].items():
         lines.append(f"  {name:20s} {count:10d}  {100 * count / total:5.1f} %")
     lines.append(f"sequence length: {report['sequence_length']}")
-    lines.append(f"cloud coverage (cloud or shadow, per tile): {report['cloud_coverage']}")
+    coverage = dict(report["cloud_coverage"])
+    tile_observations = coverage.pop("tile_observations")
+    lines.append(f"cloud coverage (cloud or shadow, per tile): {coverage}")
+    lines.append(
+        f"cloud per tile-observation (clear < 1 %, overcast > 99 % cloud): {tile_observations}"
+    )
+    if report["clear_sky_ndvi"]:
+        lines.append("clear-sky NDVI per class (5/50/95th percentile, median yearly peak):")
+        for name, levels in report["clear_sky_ndvi"].items():
+            values = "  ".join(
+                f"{levels[key]:6.2f}" if levels[key] is not None else "     -"
+                for key in ("p05", "p50", "p95", "peak_median")
+            )
+            lines.append(f"  {name:20s} {values}  ({levels['num_observations']} observations)")
     lines.append(f"corrupt records: {len(report['corrupt'])}")
     lines += [f"  {bad['file']}: {bad['problem']}" for bad in report["corrupt"]]
     return "\n".join(lines)

@@ -27,8 +27,8 @@ _NOBS = flags.DEFINE_integer("nobs", 46, "Time steps per record; years are zero-
 _CLOUD_RATE = flags.DEFINE_float(
     "cloud_rate",
     1.0,
-    "Scales the seasonal cloud cover (1: ~45 % of pixel-observations cloud, 8 % shadow, more in "
-    "winter; 0: clear skies).",
+    "Scales the seasonal cloud cover (1: ~60 % of pixel-observations cloud, more in winter, "
+    "5-10 % shadow, ~30 % of tile-observations clear, as over central Europe; 0: clear skies).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; the dataset is deterministic for it.")
 _SCHEMA = flags.DEFINE_enum(

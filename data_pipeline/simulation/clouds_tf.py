@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from data_pipeline.simulation import clouds
 from data_pipeline.simulation.noise import BSPLINE_STD
-from data_pipeline.simulation.spectra import BANDS, GROUP_FACTORS, GROUP_INDICES
+from data_pipeline.simulation.spectra import BANDS, GROUP_FACTORS, GROUP_INDICES, GROUPS
 
 _HAZE_SCALES, _HAZE_AMPLITUDES = (250.0, 90.0), (1.0, 0.5)
 _CIRRUS_SCALES, _CIRRUS_AMPLITUDES, _CIRRUS_STRETCH = (120.0, 40.0), (1.0, 0.5), 4.0
@@ -104,6 +104,23 @@ def _opacity(noise, threshold, thickness):
     return -tf.math.expm1(-depth)
 
 
+def _composite(
+    reflectance: tf.Tensor, field: dict[str, tf.Tensor], index: np.ndarray, spectra: tf.Tensor
+) -> tf.Tensor:
+    """Shadow, haze, cirrus and cloud over clear reflectance [time, h, w, len(index)], bottom up.
+
+    `field` holds [time, h, w, 1] opacities on the reflectance's grid; `spectra` [time, 13] the
+    opaque cloud of each date. As `clouds.apply_clouds`, layer by layer.
+    """
+    reflectance *= 1.0 - field["shadow"] * (1.0 - clouds.DIFFUSE[index])
+    reflectance = reflectance * (1.0 - field["haze"]) + field["haze"] * clouds.HAZE_SPECTRUM[index]
+    reflectance = (
+        reflectance * (1.0 - field["cirrus"]) + field["cirrus"] * clouds.CIRRUS_SPECTRUM[index]
+    )
+    cloud_spectra = tf.gather(spectra, index, axis=1)[:, None, None, :]
+    return reflectance * (1.0 - field["cloud"]) + field["cloud"] * cloud_spectra
+
+
 def inject_clouds_tf(
     x10: tf.Tensor,
     x20: tf.Tensor,
@@ -124,7 +141,7 @@ def inject_clouds_tf(
 
     Returns:
       x10, x20, x60 with clouds (float32, >= 0) and the mask uint8 [time, H, W] of what was added
-      (0 clear, 1 cloud, 2 shadow).
+      (0 clear, 1 cloud, 2 shadow, judged against the input as the clear surface).
     """
     height, width = tf.shape(x10)[1], tf.shape(x10)[2]
     num_dates = tf.shape(doy)[0]
@@ -181,28 +198,30 @@ def inject_clouds_tf(
     spectra = clouds.CLOUD_SPECTRUM[None, :] * brightness[:, None]
     spectra = tf.concat([spectra[:, :b10], (0.06 + 0.34 * top)[:, None], spectra[:, b10 + 1 :]], 1)
     fields = {"cloud": cloud, "shadow": shadow, "haze": haze, "cirrus": cirrus}
-    outputs = []
+    outputs, change = [], {}
     for group, values in (("x10", x10), ("x20", x20), ("x60", x60)):
         factor = GROUP_FACTORS[group]
-        index = GROUP_INDICES[group]
         field = {
             name: tf.nn.avg_pool2d(value[..., None], factor, factor, "VALID")
             for name, value in fields.items()
         }
-        reflectance = tf.cast(values, tf.float32) * 1e-4
-        reflectance *= 1.0 - field["shadow"] * (1.0 - clouds.DIFFUSE[index])
-        reflectance = (
-            reflectance * (1.0 - field["haze"]) + field["haze"] * clouds.HAZE_SPECTRUM[index]
-        )
-        reflectance = (
-            reflectance * (1.0 - field["cirrus"]) + field["cirrus"] * clouds.CIRRUS_SPECTRUM[index]
-        )
-        cloud_spectra = tf.gather(spectra, index, axis=1)[:, None, None, :]
-        reflectance = reflectance * (1.0 - field["cloud"]) + field["cloud"] * cloud_spectra
+        clear = tf.cast(values, tf.float32) * 1e-4
+        reflectance = _composite(clear, field, GROUP_INDICES[group], spectra)
+        if group == "x10":
+            for band in ("B2", "B8"):
+                index = GROUPS["x10"].index(band)
+                change[band] = reflectance[..., index] - clear[..., index]
         clouded = tf.maximum(tf.round(reflectance * 1e4), 0.0)
         outputs.append(tf.where(chosen[:, None, None, None], clouded, tf.cast(values, tf.float32)))
-    thin = 1.0 - (1.0 - haze) * (1.0 - cirrus)
-    cloudy = (cloud >= clouds.CLOUD_OPACITY) | (thin >= clouds.THIN_OPACITY)
-    mask = tf.where(cloudy, 1, tf.where(shadow >= clouds.SHADOW_DEPTH, 2, 0))
+    # The mask judges what the sensor sees, as `clouds.cloud_mask`; B11 on the 10 m grid: each
+    # pixel's own layers over its 20 m pixel's surface.
+    factor = GROUP_FACTORS["x20"]
+    swir = tf.cast(x20[..., GROUPS["x20"].index("B11"), None], tf.float32) * 1e-4
+    swir = tf.repeat(tf.repeat(swir, factor, axis=1), factor, axis=2)
+    fine = {name: value[..., None] for name, value in fields.items()}
+    index = np.array([BANDS.index("B11")])
+    change["B11"] = (_composite(swir, fine, index, spectra) - swir)[..., 0]
+    is_cloud, is_shadow = clouds.mask_labels(fields, change["B2"], change["B8"], change["B11"])
+    mask = tf.where(is_cloud, 1, tf.where(is_shadow, 2, 0))
     mask = tf.where(chosen[:, None, None], mask, 0)
     return outputs[0], outputs[1], outputs[2], tf.cast(mask, tf.uint8)

@@ -38,7 +38,8 @@ def inject_clouds(
 
     Returns:
       x10, x20, x60 with clouds (same dtypes) and the added clouds' mask uint8 [time, H, W]
-      (0 clear, 1 cloud, 2 shadow; existing clouds in the input are not detected).
+      (0 clear, 1 cloud, 2 shadow, judged against the input as the clear surface; clouds
+      already in the input are not detected).
     """
     doy = np.asarray(doy)
     num_dates, height, width = x10.shape[:3]
@@ -51,14 +52,14 @@ def inject_clouds(
     )
     fields = cloud_fields(layers, 0, 0, height, width)
     inputs = {"x10": x10, "x20": x20, "x60": x60}
-    clouded = apply_clouds(
-        {name: np.asarray(value, np.float32) * np.float32(1e-4) for name, value in inputs.items()},
-        fields,
-        layers,
-    )
+    clear = {
+        name: np.asarray(value, np.float32) * np.float32(1e-4) for name, value in inputs.items()
+    }
+    clouded = apply_clouds(clear, fields, layers)
     outputs = []
     for name, value in inputs.items():
         new = np.clip(np.rint(clouded[name] * 1e4), 0, 65535)
         outputs.append(np.where(chosen[:, None, None, None], new, value).astype(value.dtype))
-    mask = np.where(chosen[:, None, None], cloud_mask(fields), 0).astype(np.uint8)
+    mask = cloud_mask(fields, layers, clear, clouded)
+    mask = np.where(chosen[:, None, None], mask, 0).astype(np.uint8)
     return outputs[0], outputs[1], outputs[2], mask

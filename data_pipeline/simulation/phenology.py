@@ -15,6 +15,10 @@ _DATES = ("till", "up", "senescence", "harvest", "flower")
 _REGROWTH_DAYS = 12.0  # grass regrows after a cut
 _HAY_DAYS = 4.0  # cut grass dries on the field before it is baled
 _RESIDUE_DAYS = 30.0  # stubble and straw decay or are ploughed in
+# Each parcel's peak cover is its profile's times a uniform factor in this range, at most
+# MAX_COVER: a closed canopy leaves a few per cent of soil in view at its peak.
+PEAK_JITTER = (0.95, 1.15)
+MAX_COVER = 0.99
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -51,7 +55,7 @@ def unit_parameters(scene: Scene, year_index: int, rng: np.random.Generator) -> 
     plastic_shift = rng.normal(0.0, 4.0, num_units)
     params["plastic_start"][planted] += plastic_shift[planted]
     params["plastic_end"][planted] += plastic_shift[planted]
-    params["peak"] = np.minimum(params["peak"] * rng.uniform(0.85, 1.05, num_units), 0.98)
+    params["peak"] = np.minimum(params["peak"] * rng.uniform(*PEAK_JITTER, num_units), MAX_COVER)
     params["base"] = params["base"] * rng.uniform(0.7, 1.3, num_units)
 
     # Before spring tillage: bare, last autumn's frozen catch crop, or green weeds.
@@ -107,7 +111,7 @@ def cover_fractions(
     vigour = np.asarray(vigour, np.float32)
     t = doy.astype(np.float32)[:, None] - np.asarray(shift, np.float32)[None, :]  # [time, pixels]
     up = _sigmoid((t - p["up"]) / p["up_width"])
-    canopy = p["base"] + (np.minimum(p["peak"] * vigour, 0.98) - p["base"]) * up
+    canopy = p["base"] + (np.minimum(p["peak"] * vigour, MAX_COVER) - p["base"]) * up
     senescent = p["senescence_amount"] * _sigmoid((t - p["senescence"]) / p["senescence_width"])
     harvested = t >= p["harvest"]
     standing = np.where(harvested, 0.0, canopy)

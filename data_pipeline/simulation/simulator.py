@@ -175,8 +175,9 @@ class YearSimulator:
         mask = np.zeros((num_dates, pix10, width), np.uint8)
         if self.clouds is not None:
             fields = clouds.cloud_fields(self.clouds, first_row, 0, pix10, width)
-            reflectance = clouds.apply_clouds(reflectance, fields, self.clouds)
-            mask = clouds.cloud_mask(fields)
+            clouded = clouds.apply_clouds(reflectance, fields, self.clouds)
+            mask = clouds.cloud_mask(fields, self.clouds, reflectance, clouded)
+            reflectance = clouded
         rng = make_rng(config.seed, "sensor", config.years[self.year_index], row)
         quantised = {}
         for group, values in reflectance.items():
