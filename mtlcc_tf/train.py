@@ -127,6 +127,13 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (slow on CPU).")
 flags.DEFINE_integer(
+    "profile",
+    0,
+    "Record a TensorBoard profile of this many training steps into <model_dir>/profile, after "
+    f"{train_config.PROFILE_WARMUP_STEPS} warm-up steps; 0: none.",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
     "checkpoint_every", 0, "Also checkpoint every N steps; 0: at epoch ends.", lower_bound=0
 )
 flags.DEFINE_integer("eval_every", 0, "Validate every N steps; 0: at epoch ends.", lower_bound=0)
@@ -209,7 +216,10 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         seed=values.seed,
     )
     runtime = train_config.RuntimeConfig(
-        strategy=values.strategy, precision=values.precision, jit_compile=values.jit_compile
+        strategy=values.strategy,
+        precision=values.precision,
+        jit_compile=values.jit_compile,
+        profile_steps=values.profile,
     )
     for config in (model, train_data, eval_data, train, runtime):
         config.validate()

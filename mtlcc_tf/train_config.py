@@ -8,6 +8,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+# Steps a profile waits for after the start (or resume) of training: tracing is not profiled.
+PROFILE_WARMUP_STEPS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +113,14 @@ class RuntimeConfig:
             with bf16 tensor cores, float32 elsewhere), 'float32', 'mixed_float16' (with
             dynamic loss scaling) or 'mixed_bfloat16'.
         jit_compile: XLA-compile the forward and backward pass (slow on CPU: off by default).
+        profile_steps: Record a TensorBoard profile (`model_dir/profile`) of this many training
+            steps, after `PROFILE_WARMUP_STEPS` steps of warm-up (tracing); 0: no profile.
     """
 
     strategy: str = "auto"
     precision: str = "auto"
     jit_compile: bool = False
+    profile_steps: int = 0
 
     def validate(self) -> RuntimeConfig:
         """Raises ValueError naming the first bad field; returns self for chaining."""
@@ -127,4 +132,6 @@ class RuntimeConfig:
             raise ValueError(
                 f"RuntimeConfig.precision={self.precision!r}: expected one of {PRECISIONS}"
             )
+        if self.profile_steps < 0:
+            raise ValueError(f"RuntimeConfig.profile_steps={self.profile_steps}: must be >= 0")
         return self

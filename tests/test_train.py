@@ -346,3 +346,14 @@ def test_tile_panel_picks_the_clearest_and_the_cloudiest_date():
     probabilities = np.full((8, 8, 4), 0.25, np.float32)
     panel = summaries.tile_panel(inputs, 3, np.full((8, 8), -1), probabilities, 4, cloud_mask)
     assert panel.dtype == np.uint8 and panel.shape == (96, 5 * 96 + 4 * 2, 3)
+
+
+def test_profile_records_the_steps_after_the_warm_up(root, tmp_path):
+    configs = tiny_configs(root, train_steps=5, steps_per_epoch=5, num_image_tiles=0)
+    runtime = RuntimeConfig(strategy="default", precision="float32", profile_steps=1)
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(*configs[:4], runtime, model_dir)
+    traces = glob.glob(os.path.join(model_dir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
+    assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+    with pytest.raises(ValueError, match="profile_steps"):
+        RuntimeConfig(profile_steps=-1).validate()
