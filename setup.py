@@ -23,6 +23,7 @@ setuptools.setup(
         "matplotlib>=3.8",
         "keras>=3.5",
         "tensorboard>=2.16",  # tensorflow-cpu no longer pulls it in
+        "scikit-learn>=1.3",  # the classical baseline (mtlcc_tf.classical)
         # GDAL's Python bindings must match the system library (`gdal-config --version`) and be
         # built against the installed numpy; scripts/setup.sh installs them that way.
     ],

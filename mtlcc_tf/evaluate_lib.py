@@ -10,7 +10,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import keras
@@ -179,7 +179,7 @@ def _output_classes(model: keras.Model) -> int | None:
         return None
 
 
-def _section_names(config: DataConfig, split: input_pipeline.SplitFiles) -> dict[str, str]:
+def section_names(config: DataConfig, split: input_pipeline.SplitFiles) -> dict[str, str]:
     """Record folder -> dataset.ini section name, to tell the years of a tile id apart."""
     return {
         os.path.normpath(os.path.join(config.root, section.datadir)): section.name
@@ -219,7 +219,7 @@ def predict_tiles(
     if data_config.training:
         raise ValueError("predict_tiles needs DataConfig(training=False): training data repeats")
     split = input_pipeline.list_split_files(data_config)
-    sections = _section_names(data_config, split)
+    sections = section_names(data_config, split)
     num_classes = split.classes.num_classes
     classes_file = os.path.join(data_config.root, "classes.txt")
     output_classes = _output_classes(model)
@@ -245,7 +245,7 @@ def predict_tiles(
             )
         batch = {key: value.numpy() for key, value in batch.items() if key != "inputs"}
         for index in range(probabilities.shape[0]):
-            yield _tile_result(batch, index, probabilities[index], sections)
+            yield tile_result(batch, index, probabilities[index], sections)
             num_tiles += 1
             if log_every and num_tiles % log_every == 0:
                 elapsed = time.perf_counter() - start
@@ -259,9 +259,17 @@ def predict_tiles(
     )  # fmt: skip
 
 
-def _tile_result(
+def tile_result(
     batch: Mapping[str, np.ndarray], index: int, probabilities: np.ndarray, sections: dict
 ) -> TileResult:
+    """The TileResult of tile `index` of a numpy batch of `input_pipeline.build_dataset`.
+
+    Args:
+      batch: the batch's entries as numpy (`inputs` is not needed).
+      index: the tile's position in the batch.
+      probabilities: float32 [height, width, num_classes] predicted for that tile.
+      sections: `section_names` of the batch's split.
+    """
     length = int(batch["sequence_length"][index])
     source = batch["source"][index].decode("utf-8")
     years = batch["year"][index][:length]
@@ -348,7 +356,47 @@ def evaluate(
         check_classes(
             class_table, dataset_classes, dataset_source=f"{data_config.root}/classes.txt"
         )
-    class_table = dataset_classes
+    return score_tiles(
+        predict_tiles(model, data_config, log_every=log_every),
+        data_config,
+        dataset_classes,
+        out_dir=out_dir,
+        write_images=write_images,
+        metadata=metadata,
+        on_tile=on_tile,
+    )
+
+
+def score_tiles(
+    tiles: Iterable[TileResult],
+    data_config: DataConfig,
+    class_table: dataset_root.ClassTable,
+    out_dir: str | None = None,
+    write_images: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    on_tile: Callable[[TileResult], None] | None = None,
+) -> dict[str, Any]:
+    """Scores predicted tiles of any predictor and, with `out_dir`, writes the evaluation files.
+
+    `evaluate` for a Keras model; other predictors (e.g. `classical_lib`) hand in their own
+    TileResults to get the same summary and files.
+
+    Args:
+      tiles: the TileResults of `data_config`'s partition.
+      data_config: the partition they come from (for the summary's `data` entry).
+      class_table: the dataset's classes.
+      out_dir: where to write; None writes nothing.
+      write_images: also write per-tile images (needs `out_dir`).
+      metadata: extra JSON-ready entries for the summary. They are read after the last tile, so
+        a predictor may fill them in while `tiles` is consumed.
+      on_tile: called with every TileResult.
+
+    Returns:
+      The summary of `evaluate`.
+
+    Raises:
+      ValueError: no known pixel in the whole partition.
+    """
     num_classes = class_table.num_classes
     geotransforms = dataset_root.read_geotransforms(data_config.root) if write_images else {}
     if write_images and out_dir is None:
@@ -357,7 +405,7 @@ def evaluate(
         logging.warning("%s/geotransforms.csv is missing: writing PNGs only", data_config.root)
     confusion = np.zeros([num_classes, num_classes], np.int64)
     rows = []
-    for tile in predict_tiles(model, data_config, log_every=log_every):
+    for tile in tiles:
         confusion += tile.confusion(num_classes)
         rows.append(tile.row())
         if write_images:
@@ -433,4 +481,6 @@ def _report_header(summary: Mapping[str, Any]) -> str:
     ]
     if "checkpoint" in summary:
         lines.append(f"- checkpoint: `{summary['checkpoint']}` (step {summary.get('step')})")
+    if "baseline" in summary:  # classical_lib's per-pixel classifier instead of a model
+        lines.append(f"- classical baseline: {summary['baseline']['description']}")
     return "\n".join(lines) + "\n\n"

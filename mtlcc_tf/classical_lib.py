@@ -1,0 +1,428 @@
+"""Classical baseline: per-pixel composite features, a scikit-learn classifier, evaluate's scoring.
+
+Reads tiles through `input_pipeline.build_dataset` (so labels, splits, padding, corrupt records
+and cloud injection behave as for the models; 20 m and 60 m bands come bilinearly resized to the
+10 m grid, as the models see them), turns every pixel into `composites.tile_features`, trains a
+random forest or gradient boosting on a capped random sample of the training split's labelled
+pixels and scores a partition with `evaluate_lib.score_tiles`: the same metrics.json, report.md,
+confusion_matrix.png and tiles.csv as `mtlcc_tf.evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import sklearn
+import tensorflow as tf
+import threadpoolctl
+from absl import logging
+from sklearn import ensemble
+
+from data_pipeline import dataset_root, input_pipeline
+from data_pipeline.config import DataConfig
+from mtlcc_tf import composites, evaluate_lib
+
+CLASSIFIERS = ("random_forest", "hist_gradient_boosting")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    """The classifier and its training sample.
+
+    Attributes:
+      classifier: 'random_forest' or 'hist_gradient_boosting'.
+      num_trees: trees of the forest, or boosting iterations.
+      max_train_pixels: train on a uniform random sample of at most this many labelled pixels.
+      num_jobs: CPU threads for fitting and predicting.
+      seed: seed of the pixel sample and of the classifier.
+    """
+
+    classifier: str = "random_forest"
+    num_trees: int = 100
+    max_train_pixels: int = 200_000
+    num_jobs: int = 2
+    seed: int = 0
+
+    def validate(self) -> ClassifierConfig:
+        """Raises ValueError naming the bad setting; returns self for chaining."""
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(
+                f"ClassifierConfig.classifier={self.classifier!r}: expected one of {CLASSIFIERS}"
+            )
+        for name in ("num_trees", "max_train_pixels", "num_jobs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ClassifierConfig.{name}={getattr(self, name)} must be >= 1")
+        return self
+
+
+@dataclasses.dataclass
+class _Tile:
+    """One tile of a numpy batch, reduced to what the features need."""
+
+    reflectance: np.ndarray  # float32 [time, height, width, 13], real observations only
+    doy: np.ndarray  # int32 [time]
+    labels: np.ndarray  # int32 [height, width], class index, -1 unknown
+    cloud_mask: np.ndarray | None  # uint8 [time, height, width] or None
+    source: str
+
+
+def _read_batches(data_config: DataConfig) -> Iterator[dict[str, np.ndarray]]:
+    """Numpy batches of the partition through the project's input pipeline, in file order.
+
+    Features are computed one tile at a time; the batch size only sets how many tiles are
+    classified in one call.
+    """
+    config = dataclasses.replace(data_config, training=False, augment=False)
+    for batch in input_pipeline.build_dataset(config):
+        yield {key: value.numpy() for key, value in batch.items()}
+
+
+def _tile(batch: dict[str, np.ndarray], index: int) -> _Tile:
+    # select_observations put the real observations first: [:length] are they.
+    length = int(batch["sequence_length"][index])
+    reflectance = batch["inputs"][index, :length, ..., : composites.NUM_BANDS]
+    has_mask = bool(batch["has_cloud_mask"][index])
+    return _Tile(
+        reflectance=reflectance,
+        doy=batch["doy"][index, :length],
+        labels=batch["labels"][index],
+        cloud_mask=batch["cloud_mask"][index, :length] if has_mask else None,
+        source=batch["source"][index].decode("utf-8"),
+    )
+
+
+def _features(make_features: composites.FeatureMaker, tile: _Tile) -> np.ndarray:
+    return make_features(tile.reflectance, tile.doy, tile.cloud_mask, tile.source)
+
+
+class _PixelSample:
+    """A uniform random sample of at most `capacity` pixels from a stream, in bounded memory.
+
+    Every pixel draws a random key; the sample is the `capacity` smallest keys seen (a
+    reservoir), trimmed whenever the buffer holds twice that many.
+    """
+
+    def __init__(self, capacity: int, seed: int):
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.size = 0
+        self.num_seen = 0
+
+    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
+        keys = self.rng.random(len(labels))
+        self.parts.append((keys, features, labels))
+        self.size += len(labels)
+        self.num_seen += len(labels)
+        if self.size >= 2 * self.capacity:
+            self._trim()
+
+    def _trim(self) -> None:
+        keys, features, labels = (np.concatenate(part) for part in zip(*self.parts, strict=True))
+        if len(keys) > self.capacity:
+            # Sorted by key, so the sample's order is random rather than by tile.
+            keep = np.argsort(keys)[: self.capacity]
+            keys, features, labels = keys[keep], features[keep], labels[keep]
+        self.parts = [(keys, features, labels)]
+        self.size = len(keys)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(features [n, num_features], labels [n]) of the sample."""
+        if not self.parts:
+            return np.zeros([0, 0], np.float32), np.zeros([0], np.int32)
+        self._trim()
+        _, features, labels = self.parts[0]
+        return features, labels
+
+
+def collect_training_pixels(
+    data_config: DataConfig,
+    features: composites.FeatureConfig,
+    max_pixels: int,
+    seed: int = 0,
+    log_every: int = 50,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Features and class indices of a random sample of the labelled pixels of a partition.
+
+    Returns:
+      features: float32 [num_pixels, num_features].
+      labels: int32 [num_pixels] class indices.
+      statistics: num_tiles, num_training_pixels_available and `FeatureMaker.statistics`.
+
+    Raises:
+      ValueError: the partition has no labelled pixel.
+    """
+    make_features = composites.FeatureMaker(features)
+    sample = _PixelSample(max_pixels, seed)
+    num_tiles = 0
+    start = time.perf_counter()
+    for batch in _read_batches(data_config):
+        for index in range(len(batch["sequence_length"])):
+            tile = _tile(batch, index)
+            known = tile.labels >= 0
+            sample.add(_features(make_features, tile)[known], tile.labels[known])
+            num_tiles += 1
+            if log_every and num_tiles % log_every == 0:
+                logging.info(
+                    "training features: %d tiles, %d labelled pixels (%.1f s)",
+                    num_tiles, sample.num_seen, time.perf_counter() - start,
+                )  # fmt: skip
+    pixels, labels = sample.arrays()
+    if not len(labels):
+        split = dataset_root.tileids_filename(data_config.partition, data_config.fold)
+        raise ValueError(
+            f"{data_config.root}/tileids/{split}: its {num_tiles} tiles have no pixel with a "
+            "known label: nothing to train on"
+        )
+    statistics = {
+        "num_tiles": num_tiles,
+        "num_training_pixels_available": sample.num_seen,
+        **make_features.statistics(),
+    }
+    logging.info(
+        "training features: %d tiles, %d of %d labelled pixels sampled, %d features (%.1f s)",
+        num_tiles, len(labels), sample.num_seen, pixels.shape[1], time.perf_counter() - start,
+    )  # fmt: skip
+    return pixels, labels.astype(np.int32), statistics
+
+
+def build_classifier(config: ClassifierConfig) -> sklearn.base.ClassifierMixin:
+    """An unfitted scikit-learn classifier for `config`."""
+    if config.classifier == "random_forest":
+        return ensemble.RandomForestClassifier(
+            n_estimators=config.num_trees, n_jobs=config.num_jobs, random_state=config.seed
+        )
+    return ensemble.HistGradientBoostingClassifier(
+        max_iter=config.num_trees, random_state=config.seed
+    )
+
+
+def _threads(config: ClassifierConfig) -> threadpoolctl.threadpool_limits:
+    # Gradient boosting and BLAS use OpenMP/BLAS pools that n_jobs does not reach.
+    return threadpoolctl.threadpool_limits(limits=config.num_jobs)
+
+
+def fit(
+    pixels: np.ndarray, labels: np.ndarray, config: ClassifierConfig
+) -> sklearn.base.ClassifierMixin:
+    """Fits `build_classifier(config)` on the pixels; logs the time it took."""
+    classifier = build_classifier(config)
+    present = np.unique(labels)
+    logging.info(
+        "fitting %s (%d trees) on %d pixels x %d features, %d classes present",
+        config.classifier, config.num_trees, len(labels), pixels.shape[1], len(present),
+    )  # fmt: skip
+    if len(present) < 2:
+        logging.warning("the training pixels hold only class %s: every prediction is it", present)
+    start = time.perf_counter()
+    with _threads(config):
+        classifier.fit(pixels, labels)
+    logging.info("fitted in %.1f s", time.perf_counter() - start)
+    return classifier
+
+
+def predict_tiles(
+    classifier: sklearn.base.ClassifierMixin,
+    data_config: DataConfig,
+    features: composites.FeatureConfig,
+    config: ClassifierConfig,
+    num_classes: int,
+    statistics: dict[str, Any] | None = None,
+    log_every: int = 50,
+) -> Iterator[evaluate_lib.TileResult]:
+    """Classifies every pixel of every tile of a partition, yielding one TileResult each.
+
+    Args:
+      classifier: fitted on class indices 0..num_classes-1 (not all need to be present).
+      data_config: the partition to classify.
+      features: as used for training.
+      config: the classifier settings (threads).
+      num_classes: classes of the dataset.
+      statistics: if given, updated after the last tile with the partition's cloud-mask sources,
+        gap statistics, number of tiles and seconds taken.
+      log_every: progress line every this many tiles.
+    """
+    split = input_pipeline.list_split_files(data_config)
+    sections = evaluate_lib.section_names(data_config, split)
+    make_features = composites.FeatureMaker(features)
+    columns = np.asarray(classifier.classes_, np.int64)
+    num_tiles = 0
+    start = time.perf_counter()
+    for batch in _read_batches(data_config):
+        tiles = [_tile(batch, index) for index in range(len(batch["sequence_length"]))]
+        pixels = np.stack([_features(make_features, tile) for tile in tiles])  # [batch, H, W, F]
+        with _threads(config):
+            known = classifier.predict_proba(pixels.reshape(-1, pixels.shape[-1]))
+        # The classifier only knows the classes of its training pixels: widen to all of them.
+        probabilities = np.zeros([len(known), num_classes], np.float32)
+        probabilities[:, columns] = known
+        probabilities = probabilities.reshape(*pixels.shape[:3], num_classes)
+        for index in range(len(tiles)):
+            yield evaluate_lib.tile_result(batch, index, probabilities[index], sections)
+            num_tiles += 1
+            if log_every and num_tiles % log_every == 0:
+                logging.info("classified %d tiles (%.1f s)", num_tiles, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    logging.info("classified %d tiles in %.1f s", num_tiles, seconds)
+    if statistics is not None:
+        statistics.update(
+            make_features.statistics(), num_tiles=num_tiles, seconds=round(seconds, 3)
+        )
+
+
+def describe(features: composites.FeatureConfig, config: ClassifierConfig) -> str:
+    """One line for report.md, e.g. 'random_forest (100 trees) on monthly median ...'."""
+    if features.variant == "masked":
+        mask = {"auto": "record mask, else B2 rule", "record": "record mask"}.get(
+            features.cloud_mask, f"B2 > {features.cloud_threshold}"
+        )
+        observations = f"clear observations ({mask}), gaps interpolated"
+    else:
+        observations = "all observations (clouds included), gaps interpolated"
+    return (
+        f"{config.classifier} ({config.num_trees} trees) on {features.windows} "
+        f"{features.statistic} composites of {observations}; {features.num_features} features, "
+        f"{config.max_train_pixels:,} training pixels at most"
+    )
+
+
+def _move_into(staging: str, out_dir: str) -> None:
+    """Renames every file under `staging` into `out_dir`, metrics.json last, then drops staging.
+
+    Each file appears whole (a rename); metrics.json appearing means the rest is there.
+    """
+    paths = []
+    for folder, _, names in tf.io.gfile.walk(staging):
+        paths += [os.path.join(folder, name) for name in names]
+    paths.sort(key=lambda path: os.path.basename(path) == "metrics.json")
+    for path in paths:
+        target = os.path.join(out_dir, os.path.relpath(path, staging))
+        tf.io.gfile.makedirs(os.path.dirname(target))
+        tf.io.gfile.rename(path, target, overwrite=True)
+    tf.io.gfile.rmtree(staging)
+    logging.info("moved %d files into %s", len(paths), out_dir)
+
+
+def train_and_evaluate(
+    train_data: DataConfig,
+    eval_data: DataConfig,
+    features: composites.FeatureConfig,
+    classifier_config: ClassifierConfig,
+    out_dir: str | None = None,
+    write_images: bool = False,
+    log_every: int = 50,
+) -> dict[str, Any]:
+    """Trains the baseline on `train_data`'s partition and scores it on `eval_data`'s.
+
+    `train_and_evaluate_partitions` with one partition; see there.
+    """
+    return train_and_evaluate_partitions(
+        train_data, [eval_data], features, classifier_config, [out_dir], write_images, log_every
+    )[0]
+
+
+def train_and_evaluate_partitions(
+    train_data: DataConfig,
+    eval_datas: Sequence[DataConfig],
+    features: composites.FeatureConfig,
+    classifier_config: ClassifierConfig,
+    out_dirs: Sequence[str | None],
+    write_images: bool = False,
+    log_every: int = 50,
+) -> list[dict[str, Any]]:
+    """Trains the baseline on `train_data`'s partition once and scores it on each of `eval_datas`.
+
+    Args:
+      train_data: the training tiles (usually partition 'train' of a fold).
+      eval_datas: the tiles to score ('train', 'test' or 'eval'), one DataConfig per partition.
+      features: how pixels become features.
+      classifier_config: the classifier and its training sample.
+      out_dirs: per entry of `eval_datas`, where to write the files of `mtlcc_tf.evaluate` (each
+        written whole, metrics.json last); None writes nothing.
+      write_images: also write per-tile prediction images (needs out_dirs).
+      log_every: progress line every this many tiles.
+
+    Returns:
+      Per entry of `eval_datas`, `evaluate_lib.evaluate`'s summary with a `baseline` entry:
+      description, settings, numbers of training pixels and features, cloud-mask sources and
+      seconds taken.
+
+    Raises:
+      dataset_root.DatasetError: a missing or malformed dataset file, or an empty split.
+      ValueError: bad settings, no labelled pixel to train on or to score.
+    """
+    features.validate()
+    classifier_config.validate()
+    if len(out_dirs) != len(eval_datas):
+        raise ValueError(f"{len(eval_datas)} partitions to score but {len(out_dirs)} out_dirs")
+    for config in (train_data, *eval_datas):
+        config.validate()
+        input_pipeline.list_split_files(config)  # fail on a bad split before the long work
+    if write_images and None in out_dirs:
+        raise ValueError("write_images needs an out_dir")
+    train_classes = dataset_root.read_classes(train_data.root)
+    for eval_data in eval_datas:
+        if train_data.root != eval_data.root:
+            evaluate_lib.check_classes(
+                train_classes, dataset_root.read_classes(eval_data.root),
+                os.path.join(train_data.root, "classes.txt"),
+                os.path.join(eval_data.root, "classes.txt"),
+            )  # fmt: skip
+    start = time.perf_counter()
+    pixels, labels, train_statistics = collect_training_pixels(
+        train_data, features, classifier_config.max_train_pixels, classifier_config.seed, log_every
+    )
+    feature_seconds = time.perf_counter() - start
+    classifier = fit(pixels, labels, classifier_config)
+    fit_seconds = time.perf_counter() - start - feature_seconds
+    train_statistics["feature_seconds"] = round(feature_seconds, 3)
+    common = {
+        "description": describe(features, classifier_config),
+        **dataclasses.asdict(features),
+        **dataclasses.asdict(classifier_config),
+        "num_features": pixels.shape[1],
+        "num_training_pixels": len(labels),
+        "num_training_pixels_available": train_statistics.pop("num_training_pixels_available"),
+        "num_training_tiles": train_statistics.pop("num_tiles"),
+        "train_seconds": round(feature_seconds + fit_seconds, 3),  # features and fit
+        "fit_seconds": round(fit_seconds, 3),
+        "train": train_statistics,
+        "train_data": evaluate_lib.data_settings(train_data),
+        "sklearn_version": sklearn.__version__,
+        "feature_names": composites.feature_names(features.windows),
+    }
+    summaries = []
+    for eval_data, out_dir in zip(eval_datas, out_dirs, strict=True):
+        eval_statistics: dict[str, Any] = {}
+        baseline = {**common, "evaluation": eval_statistics}  # filled in while predicting
+        class_table = dataset_root.read_classes(eval_data.root)
+        staging = None if out_dir is None else os.path.join(out_dir, f".staging-{os.getpid()}")
+        tiles = predict_tiles(
+            classifier, eval_data, features, classifier_config, class_table.num_classes,
+            eval_statistics, log_every,
+        )  # fmt: skip
+        try:
+            # predict_tiles fills in eval_statistics (inside `baseline`) after its last tile,
+            # before score_tiles writes metrics.json.
+            summary = evaluate_lib.score_tiles(
+                tiles, eval_data, class_table, out_dir=staging, write_images=write_images,
+                metadata={"baseline": baseline},
+            )  # fmt: skip
+            if staging is not None:
+                _move_into(staging, out_dir)
+        finally:
+            if staging is not None and tf.io.gfile.exists(staging):
+                tf.io.gfile.rmtree(staging)
+        logging.info(
+            "%s: %s %s, overall accuracy %.4f, kappa %.4f, macro F1 %.4f (%.0f s)",
+            eval_data.partition, features.variant, classifier_config.classifier,
+            summary["overall_accuracy"], summary["kappa"], summary["macro_f1"],
+            time.perf_counter() - start,
+        )  # fmt: skip
+        summaries.append(summary)
+    return summaries
