@@ -6,6 +6,7 @@ CONVCELLS = ("lstm", "gru", "keras_convlstm")
 PADDINGS = ("reflect", "same")
 AGGREGATION_STRATEGIES = ("state", "avg_output", "sum_output")
 HEADS = ("original", "logits")
+NORMALIZATION_SCOPES = ("tile", "pixel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,10 @@ class ModelConfig:
         convrnn_layers: Stacked recurrent layers.
         bidirectional: Add a backward direction with its own weights.
         normalization: Layer-normalise gate pre-activations (else biased convolutions).
+        normalization_scope: Statistics of that normalisation: 'tile' (over height × width ×
+            channels of each gate, the original) or 'pixel' (over each pixel's channels, so a
+            pixel's normalised gates do not depend on the rest of its tile, e.g. on clouds
+            elsewhere in it). `pixelwise` always normalises per pixel.
         padding: Spatial padding of the convolutions, 'reflect' (the original) or 'same'.
         peepholes: LSTM peephole connections (per channel).
         aggr_strat: 'state' (classify the final states), 'avg_output' / 'sum_output' (classify
@@ -45,6 +50,7 @@ class ModelConfig:
     convrnn_layers: int = 1
     bidirectional: bool = True
     normalization: bool = True
+    normalization_scope: str = "tile"
     padding: str = "reflect"
     peepholes: bool = False
     aggr_strat: str = "state"
@@ -85,6 +91,11 @@ class ModelConfig:
         require(self.convcell in CONVCELLS, "convcell", f"must be one of {CONVCELLS}")
         require(self.convrnn_kernel % 2 == 1, "convrnn_kernel", "must be odd")
         require(self.padding in PADDINGS, "padding", f"must be one of {PADDINGS}")
+        require(
+            self.normalization_scope in NORMALIZATION_SCOPES,
+            "normalization_scope",
+            f"must be one of {NORMALIZATION_SCOPES}",
+        )
         require(
             self.aggr_strat in AGGREGATION_STRATEGIES,
             "aggr_strat",

@@ -34,7 +34,7 @@ def build_encoder(model_config: ModelConfig) -> keras.layers.Layer:
         num_layers=config.convrnn_layers,
         bidirectional=config.bidirectional,
         normalization=config.normalization,
-        spatial_normalization=not config.pixelwise,
+        spatial_normalization=not config.pixelwise and config.normalization_scope == "tile",
         padding=config.padding,
         peepholes=config.peepholes,
         dropout=config.dropout,

@@ -71,6 +71,13 @@ flags.DEFINE_integer("convrnn_kernel", 3, "Recurrent kernel size (odd).", lower_
 flags.DEFINE_integer("convrnn_layers", 1, "Stacked recurrent layers.", lower_bound=1)
 flags.DEFINE_bool("bidirectional", True, "Add a backward direction with its own weights.")
 flags.DEFINE_bool("normalization", True, "Layer-normalise the gate pre-activations.")
+flags.DEFINE_enum(
+    "normalization_scope",
+    "tile",
+    list(configs.NORMALIZATION_SCOPES),
+    "Layer-normalisation statistics: over the tile's height x width x channels (the original) "
+    "or over each pixel's channels.",
+)
 flags.DEFINE_enum("padding", "reflect", list(configs.PADDINGS), "Spatial padding.")
 flags.DEFINE_bool("peepholes", False, "LSTM peephole connections.")
 flags.DEFINE_enum(
@@ -185,6 +192,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         convrnn_layers=values.convrnn_layers,
         bidirectional=values.bidirectional,
         normalization=values.normalization,
+        normalization_scope=values.normalization_scope,
         padding=values.padding,
         peepholes=values.peepholes,
         aggr_strat=values.aggr_strat,

@@ -39,6 +39,7 @@ def tiny_batch(seed: int = 0, time: int = TIME, size: int = SIZE) -> dict[str, n
         (dict(padding="valid"), "padding"),
         (dict(aggr_strat="last"), "aggr_strat"),
         (dict(head="softmax"), "head"),
+        (dict(normalization_scope="batch"), "normalization_scope"),
         (dict(dropout=1.0), "dropout"),
         (dict(convcell="gru", peepholes=True), "peepholes"),
         (dict(convcell="keras_convlstm", normalization=False, padding="same"), "tile_size"),
@@ -251,6 +252,22 @@ def test_pixelwise_baseline_has_no_spatial_context():
     assert difference[0, 0] > 0
     difference[0, 0] = 0
     np.testing.assert_array_equal(difference, 0.0)
+
+
+@pytest.mark.parametrize("convcell", ["lstm", "gru"])
+def test_pixel_normalization_keeps_far_pixels_apart(convcell):
+    """Tile-wide statistics let a change anywhere reach every pixel; per-pixel ones do not."""
+    batch = tiny_batch()
+    changed = dict(batch, inputs=batch["inputs"].copy())
+    changed["inputs"][:, :, 0, 0] += 5.0  # e.g. a cloud in one corner
+    far = {}
+    for scope in ("tile", "pixel"):
+        # 1x1 recurrent kernels: only the normalisation (and the head's 3x3) mixes pixels.
+        config = tiny_config(convcell=convcell, convrnn_kernel=1, normalization_scope=scope)
+        model = build_model(config)
+        difference = np.abs(model(changed) - model(batch)).max(axis=(0, 3))
+        far[scope] = difference[2:, 2:].max()  # beyond the head's reach
+    assert far["tile"] > 1e-4 and far["pixel"] == 0.0
 
 
 @pytest.mark.parametrize("convcell, unroll", [("lstm", True), ("gru", True), ("lstm", False)])
