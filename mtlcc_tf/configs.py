@@ -34,6 +34,8 @@ class ModelConfig:
             every step, average / sum the logits over real steps).
         head: 'original' (conv without bias + batch norm + leaky ReLU) or 'logits' (conv with
             bias).
+        date_harmonics: Append sin and cos of 2πk·doy/365, k = 1..date_harmonics, to every
+            observation inside the model (0: the original's linear doy channel only).
         pixelwise: Per-pixel baseline: 1x1 kernels everywhere and per-pixel normalisation, so
             no spatial context at all.
         dropout: Dropout rate on the input of every recurrent layer.
@@ -55,6 +57,7 @@ class ModelConfig:
     peepholes: bool = False
     aggr_strat: str = "state"
     head: str = "original"
+    date_harmonics: int = 0
     pixelwise: bool = False
     dropout: float = 0.0
     unroll: bool = True
@@ -103,6 +106,16 @@ class ModelConfig:
         )
         require(self.head in HEADS, "head", f"must be one of {HEADS}")
         require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        require(
+            isinstance(self.date_harmonics, int) and self.date_harmonics >= 0,
+            "date_harmonics",
+            "must be an integer >= 0",
+        )
+        require(
+            not self.date_harmonics or self.input_channels >= 15,
+            "date_harmonics",
+            "needs the 15 input channels of the original (doy / 365 in channel 13)",
+        )
         require(not self.peepholes or self.convcell == "lstm", "peepholes", "needs convcell='lstm'")
         if self.tile_size is not None:
             positive("tile_size")

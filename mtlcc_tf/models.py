@@ -6,6 +6,7 @@ from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.layers import (
     ClassificationHead,
     ConvRNNEncoder,
+    DateEncoding,
     StockConvLSTMEncoder,
     TemporalPooling,
 )
@@ -61,7 +62,10 @@ def build_model(model_config: ModelConfig) -> keras.Model:
     inputs = keras.Input((None, size, size, config.input_channels), name="inputs")
     sequence_length = keras.Input((), dtype="int32", name="sequence_length")
 
-    features = build_encoder(config)(inputs, sequence_length)
+    encoder_inputs = inputs
+    if config.date_harmonics:
+        encoder_inputs = DateEncoding(config.date_harmonics, name="date_encoding")(inputs)
+    features = build_encoder(config)(encoder_inputs, sequence_length)
     head = ClassificationHead(
         num_classes=config.num_classes,
         kernel_size=1 if config.pixelwise else 3,
@@ -124,6 +128,9 @@ def build_analysis_model(model: keras.Model) -> keras.Model:
             f"got an encoder of type {type(encoder).__name__}"
         )
     inputs = {tensor.name: tensor for tensor in model.inputs}
+    encoder_inputs = inputs["inputs"]
+    if any(layer.name == "date_encoding" for layer in model.layers):
+        encoder_inputs = model.get_layer("date_encoding")(encoder_inputs)
     view = EncoderStateSequences(encoder, name="state_sequences")
-    states = view(inputs["inputs"], inputs["sequence_length"])
+    states = view(encoder_inputs, inputs["sequence_length"])
     return keras.Model(inputs, states, name=f"{model.name}_states")

@@ -87,6 +87,12 @@ flags.DEFINE_enum(
     "How the sequence becomes one feature map.",
 )
 flags.DEFINE_enum("head", "original", list(configs.HEADS), "Classification head.")
+flags.DEFINE_integer(
+    "date_harmonics",
+    0,
+    "Append sin/cos of 2*pi*k*doy/365, k=1..N, to every observation in the model; 0: off.",
+    lower_bound=0,
+)
 flags.DEFINE_bool("pixelwise", False, "Per-pixel baseline: 1x1 kernels, no spatial context.")
 flags.DEFINE_float("dropout", 0.0, "Dropout on the input of every recurrent layer.")
 flags.DEFINE_bool("unroll", True, "Unroll the time loop (static number of steps).")
@@ -197,6 +203,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         peepholes=values.peepholes,
         aggr_strat=values.aggr_strat,
         head=values.head,
+        date_harmonics=values.date_harmonics,
         pixelwise=values.pixelwise,
         dropout=values.dropout,
         unroll=values.unroll,

@@ -254,6 +254,32 @@ def test_pixelwise_baseline_has_no_spatial_context():
     np.testing.assert_array_equal(difference, 0.0)
 
 
+def test_date_encoding_adds_periodic_date_features_and_keeps_padding_zero():
+    from mtlcc_tf.layers import DateEncoding
+
+    inputs = np.zeros((1, 3, 2, 2, 15), "float32")
+    inputs[0, :2, ..., 13] = np.array([91.25, 182.5])[:, None, None] / 365  # step 2: padding
+    out = DateEncoding(2)(inputs).numpy()
+    assert out.shape == (1, 3, 2, 2, 15 + 4)
+    np.testing.assert_allclose(out[0, 0, 0, 0, 15:], [1, 0, 0, -1], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1, 0, 0, 15:], [0, 0, -1, 1], atol=1e-6)
+    np.testing.assert_array_equal(out[0, 2], 0.0)
+    # In a model: dates change the logits, and the analysis view sees the same inputs.
+    model = build_model(tiny_config(input_channels=15, date_harmonics=3))
+    batch = tiny_batch()
+    batch["inputs"] = np.concatenate([batch["inputs"]] * 5, axis=-1)
+    batch["inputs"][..., 13] = 0.5
+    shifted = dict(batch, inputs=batch["inputs"].copy())
+    shifted["inputs"][..., 13] += 0.25
+    assert np.abs(model(shifted) - model(batch)).max() > 1e-4
+    states = build_analysis_model(model)(batch)
+    assert all(np.isfinite(value).all() for value in states.values())
+    config = model.get_layer("date_encoding").get_config()
+    assert DateEncoding.from_config(config).num_harmonics == 3
+    with pytest.raises(ValueError, match="date_harmonics"):
+        tiny_config(date_harmonics=2).validate()  # 3 channels: no doy channel
+
+
 @pytest.mark.parametrize("convcell", ["lstm", "gru"])
 def test_pixel_normalization_keeps_far_pixels_apart(convcell):
     """Tile-wide statistics let a change anywhere reach every pixel; per-pixel ones do not."""

@@ -1,6 +1,7 @@
 """Keras 3 layers of mtlcc-tf: convolutional recurrent cells, encoders and heads."""
 
 from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell, ConvRecurrentCell
+from mtlcc_tf.layers.dates import DateEncoding
 from mtlcc_tf.layers.encoder import ConvRNNEncoder
 from mtlcc_tf.layers.heads import ClassificationHead, TemporalPooling
 from mtlcc_tf.layers.recurrence import run_recurrence
@@ -12,6 +13,7 @@ __all__ = [
     "ConvLSTMCell",
     "ConvRNNEncoder",
     "ConvRecurrentCell",
+    "DateEncoding",
     "StockConvLSTMEncoder",
     "TemporalPooling",
     "run_recurrence",
