@@ -159,7 +159,11 @@ def _parameter_count(model_dir: str) -> int | None:
     from mtlcc_tf import model_dir as model_dir_lib
     from mtlcc_tf import models
 
-    run_config = model_dir_lib.read_run_config(model_dir)
+    try:
+        run_config = model_dir_lib.read_run_config(model_dir)
+    except ValueError as error:  # e.g. written by a newer version of the package
+        logging.warning("no parameter count for %s: %s", model_dir, error)
+        return None
     model = models.build_model(run_config.model)
     model(model_dir_lib.dummy_inputs(run_config.model))
     return int(sum(math.prod(weight.shape) for weight in model.trainable_weights))
