@@ -361,7 +361,10 @@ def main() -> None:
         "cpu": cpu.model,
         "cpu_flags": cpu.speed_flags(),
         "auto_precision": hardware.resolve_precision(
-            "auto", cpu, hardware.gpu_compute_capabilities()
+            "auto",
+            cpu,
+            hardware.gpu_compute_capabilities(),
+            lambda: hardware.cached_bfloat16_speedup(cpu),
         ).policy,
         "cpu_count": os.cpu_count(),
         "gpu": accelerator,
