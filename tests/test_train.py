@@ -49,7 +49,15 @@ def tiny_configs(root: str, **train_overrides):
     eval_data = DataConfig(root=root, partition="test", batch_size=2, training=False)
     defaults = {"train_steps": 2, "steps_per_epoch": 2, "num_image_tiles": 1}
     train = TrainConfig(**{**defaults, **train_overrides})
-    return model, train_data, eval_data, train, RuntimeConfig(strategy="default")
+    # float32: what --precision=auto picks depends on the CPU, and these tests compare values
+    # with float32 evaluation (auto is tested through the entry point).
+    return (
+        model,
+        train_data,
+        eval_data,
+        train,
+        RuntimeConfig(strategy="default", precision="float32"),
+    )
 
 
 def run_module(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
