@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mtlcc_tf import experiment_lib, hardware
+from mtlcc_tf import experiment_lib, experiment_report, hardware
 
 _DATADIR = flags.DEFINE_string("datadir", None, "Dataset root.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Models, evaluations and results of every run.")
@@ -83,9 +83,9 @@ def main(argv: list[str]) -> None:
     hardware_line = f"{cpu.model} ({cpu.kind}), {os.cpu_count()} CPUs"
     command = _command_line()
     for directory in filter(None, (_OUT_DIR.value, _RESULTS_DIR.value)):
-        for path in experiment_lib.write_results(results, directory, command, hardware_line):
+        for path in experiment_report.write_results(results, directory, command, hardware_line):
             logging.info("wrote %s", path)
-    print(experiment_lib.markdown(results, command, hardware_line))
+    print(experiment_report.markdown(results, command, hardware_line))
 
 
 if __name__ == "__main__":

@@ -104,13 +104,12 @@ def create_optimizer(config: TrainConfig, learning_rate: Any, precision: str):
     return optimizer
 
 
-def resolve_runtime(
-    runtime_config: RuntimeConfig,
-) -> tuple[RuntimeConfig, hardware.Precision]:
+def resolve_runtime(runtime_config: RuntimeConfig) -> tuple[RuntimeConfig, dict[str, Any]]:
     """Resolves `precision='auto'` for this machine, logs the choice and warns of slow settings.
 
     Returns:
-        The runtime config with a concrete precision, and how that precision was chosen.
+        The runtime config with a concrete precision, and what config.json keeps of the machine
+        and of how that precision was chosen (informational).
     """
     cpu = hardware.cpu_info()
     gpus = hardware.gpu_compute_capabilities()
@@ -118,29 +117,25 @@ def resolve_runtime(
     precision = hardware.resolve_precision(runtime_config.precision, cpu, gpus, probe)
     where = f"{len(gpus)} GPU(s)" if gpus else f"CPU {cpu.model!r} ({cpu.kind})"
     logging.info("precision %s on %s: %s", precision.policy, where, precision.reason)
-    # What auto picks here (the probe is measured once per CPU and cached).
-    auto = hardware.resolve_precision("auto", cpu, gpus, probe).policy
+    auto = precision.policy
+    if precision.requested != hardware.AUTO:  # the probe is measured once per CPU and cached
+        auto = hardware.resolve_precision(hardware.AUTO, cpu, gpus, probe).policy
     warning = hardware.speed_warning(
         precision.policy, runtime_config.jit_compile, cpu, gpus, auto=auto
     )
     if warning:
         logging.warning(warning)
-    return dataclasses.replace(runtime_config, precision=precision.policy), precision
-
-
-def runtime_record(precision: hardware.Precision) -> dict[str, Any]:
-    """What config.json keeps of the machine a run was started on (informational)."""
-    cpu = hardware.cpu_info()
-    return {
+    record = {
         "precision": precision.policy,
         "precision_requested": precision.requested,
         "precision_reason": precision.reason,
         "cpu": cpu.model,
         "cpu_flags": cpu.speed_flags(),
-        "gpu_compute_capabilities": [list(c) for c in hardware.gpu_compute_capabilities()],
+        "gpu_compute_capabilities": [list(capability) for capability in gpus],
         # Results differ in the last digits with and without the fused kernels.
         "fused_kernels": ops.use_fused(),
     }
+    return dataclasses.replace(runtime_config, precision=precision.policy), record
 
 
 def create_model(model_config: ModelConfig, seed: int = 0) -> keras.Model:
@@ -197,7 +192,7 @@ def train_and_evaluate(
     # The strategy first: MultiWorkerMirroredStrategy must precede every other TF op.
     strategy = strategy or distribute.create_strategy(runtime_config.strategy)
     distribute.log_strategy(strategy)
-    runtime_config, precision = resolve_runtime(runtime_config)
+    runtime_config, runtime_record = resolve_runtime(runtime_config)
     chief = distribute.is_chief(strategy)
     split = input_pipeline.list_split_files(train_data)
     input_pipeline.list_split_files(eval_data)
@@ -221,7 +216,7 @@ def train_and_evaluate(
     model_dir_lib.check_resumable(model_dir, model_config, classes)
     if chief:
         model_dir_lib.write_run_config(
-            model_dir, model_config, train_data, classes, runtime=runtime_record(precision)
+            model_dir, model_config, train_data, classes, runtime=runtime_record
         )
 
     previous_policy = keras.mixed_precision.global_policy()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mtlcc_tf import experiment_lib
+from mtlcc_tf import experiment_lib, experiment_report
 from tests.conftest import CLASSES, write_random_root
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +82,7 @@ def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
     # Run again: both runs are done, nothing is started.
     runner_again, calls_again = _fake_runner({0: 0.0, 1: 0.0})
     assert len(experiment_lib.execute(experiment, runner_again)) == 2 and not calls_again
-    paths = experiment_lib.write_results(results, str(tmp_path / "results"), "cmd", "cpu")
+    paths = experiment_report.write_results(results, str(tmp_path / "results"), "cmd", "cpu")
     assert all(os.path.getsize(path) > 0 for path in paths)
     text = open(paths[1], encoding="utf-8").read()
     assert "0.600 ± 0.141" in text and "| maize |" in text
