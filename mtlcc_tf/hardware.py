@@ -18,11 +18,17 @@ sheets (benchmarks/train_step.py, figures in benchmarks/README.md):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from absl import logging
+
+from mtlcc_tf.train_config import RuntimeConfig
 
 AUTO = "auto"
 # CPU flags (as /proc/cpuinfo spells them) that decide the precision.
@@ -259,3 +265,41 @@ def cached_bfloat16_speedup(cpu: CpuInfo) -> float:
     except OSError:
         pass  # a read-only cache measures again next time
     return speedup
+
+
+def resolve_runtime(runtime_config: RuntimeConfig) -> tuple[RuntimeConfig, dict[str, Any]]:
+    """Resolves `precision='auto'` for this machine, logs the choice and warns of slow settings.
+
+    Returns:
+        The runtime config with a concrete precision, and what config.json keeps of the machine
+        and of how that precision was chosen (informational).
+    """
+    cpu = cpu_info()
+    gpus = gpu_compute_capabilities()
+    probe = functools.partial(cached_bfloat16_speedup, cpu)
+    precision = resolve_precision(runtime_config.precision, cpu, gpus, probe)
+    where = f"{len(gpus)} GPU(s)" if gpus else f"CPU {cpu.model!r} ({cpu.kind})"
+    logging.info("precision %s on %s: %s", precision.policy, where, precision.reason)
+    auto = precision.policy
+    if precision.requested != AUTO:  # the probe is measured once per CPU and cached
+        auto = resolve_precision(AUTO, cpu, gpus, probe).policy
+    warning = speed_warning(precision.policy, runtime_config.jit_compile, cpu, gpus, auto=auto)
+    if warning:
+        logging.warning(warning)
+    record = {
+        "precision": precision.policy,
+        "precision_requested": precision.requested,
+        "precision_reason": precision.reason,
+        "cpu": cpu.model,
+        "cpu_flags": cpu.speed_flags(),
+        "gpu_compute_capabilities": [list(capability) for capability in gpus],
+        # Results differ in the last digits with and without the fused kernels.
+        "fused_kernels": _fused_kernels_in_use(),
+    }
+    return dataclasses.replace(runtime_config, precision=precision.policy), record
+
+
+def _fused_kernels_in_use() -> bool:
+    from mtlcc_tf import ops
+
+    return ops.use_fused()

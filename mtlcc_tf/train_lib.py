@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -21,7 +20,6 @@ from mtlcc_tf import (
     hardware,
     metrics,
     models,
-    ops,
     summaries,
     train_steps,
 )
@@ -104,40 +102,6 @@ def create_optimizer(config: TrainConfig, learning_rate: Any, precision: str):
     return optimizer
 
 
-def resolve_runtime(runtime_config: RuntimeConfig) -> tuple[RuntimeConfig, dict[str, Any]]:
-    """Resolves `precision='auto'` for this machine, logs the choice and warns of slow settings.
-
-    Returns:
-        The runtime config with a concrete precision, and what config.json keeps of the machine
-        and of how that precision was chosen (informational).
-    """
-    cpu = hardware.cpu_info()
-    gpus = hardware.gpu_compute_capabilities()
-    probe = functools.partial(hardware.cached_bfloat16_speedup, cpu)
-    precision = hardware.resolve_precision(runtime_config.precision, cpu, gpus, probe)
-    where = f"{len(gpus)} GPU(s)" if gpus else f"CPU {cpu.model!r} ({cpu.kind})"
-    logging.info("precision %s on %s: %s", precision.policy, where, precision.reason)
-    auto = precision.policy
-    if precision.requested != hardware.AUTO:  # the probe is measured once per CPU and cached
-        auto = hardware.resolve_precision(hardware.AUTO, cpu, gpus, probe).policy
-    warning = hardware.speed_warning(
-        precision.policy, runtime_config.jit_compile, cpu, gpus, auto=auto
-    )
-    if warning:
-        logging.warning(warning)
-    record = {
-        "precision": precision.policy,
-        "precision_requested": precision.requested,
-        "precision_reason": precision.reason,
-        "cpu": cpu.model,
-        "cpu_flags": cpu.speed_flags(),
-        "gpu_compute_capabilities": [list(capability) for capability in gpus],
-        # Results differ in the last digits with and without the fused kernels.
-        "fused_kernels": ops.use_fused(),
-    }
-    return dataclasses.replace(runtime_config, precision=precision.policy), record
-
-
 def create_model(model_config: ModelConfig, seed: int = 0) -> keras.Model:
     """Builds the model with seeded initialisers (same weights for the same seed)."""
     keras.utils.set_random_seed(seed)
@@ -192,7 +156,7 @@ def train_and_evaluate(
     # The strategy first: MultiWorkerMirroredStrategy must precede every other TF op.
     strategy = strategy or distribute.create_strategy(runtime_config.strategy)
     distribute.log_strategy(strategy)
-    runtime_config, runtime_record = resolve_runtime(runtime_config)
+    runtime_config, runtime_record = hardware.resolve_runtime(runtime_config)
     chief = distribute.is_chief(strategy)
     split = input_pipeline.list_split_files(train_data)
     input_pipeline.list_split_files(eval_data)
