@@ -144,6 +144,37 @@ def _check_readable(record, ok, source):
         return tf.identity(record)
 
 
+def count_labels(config: DataConfig) -> tuple[int, ...]:
+    """Labelled pixels per class index over `config`'s split (every file once, unknown skipped).
+
+    Reads only what the labels need; unreadable records raise (or are skipped with
+    `skip_corrupt`) as in `build_dataset`.
+    """
+    split = list_split_files(config)
+    lookup = transforms.label_lookup_table(split.classes.known_ids)
+    num_classes = split.classes.num_classes
+
+    def read(path):
+        return _read_first_record(path).map(lambda record, ok: (record, ok, path))
+
+    def labels_of(record, ok, path):
+        features = records.decode(_check_readable(record, ok, path), path)
+        labels = transforms.map_labels(features, lookup)["labels"]
+        known = tf.boolean_mask(labels, labels >= 0)
+        return tf.math.bincount(known, minlength=num_classes, maxlength=num_classes, dtype=tf.int64)
+
+    dataset = tf.data.Dataset.from_tensor_slices(list(split.files)).interleave(
+        read, cycle_length=4, num_parallel_calls=AUTOTUNE
+    )
+    if config.skip_corrupt:
+        dataset = dataset.filter(lambda record, ok, path: ok)
+    dataset = dataset.map(labels_of, num_parallel_calls=AUTOTUNE)
+    if config.skip_corrupt:
+        dataset = dataset.ignore_errors()
+    counts = dataset.reduce(tf.zeros([num_classes], tf.int64), lambda total, count: total + count)
+    return tuple(int(count) for count in counts.numpy())
+
+
 def build_dataset(
     config: DataConfig, input_context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:

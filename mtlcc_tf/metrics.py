@@ -144,7 +144,9 @@ class ConfusionMatrix(keras.metrics.Metric):
         }
 
 
-def masked_cross_entropy(labels: Any, logits: Any) -> tuple[tf.Tensor, tf.Tensor]:
+def masked_cross_entropy(
+    labels: Any, logits: Any, class_weights: Any = None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Summed softmax cross-entropy over known pixels and the number of known pixels.
 
     Returning the sum (not the mean) lets a distributed loop divide by the *global* number of known
@@ -153,6 +155,8 @@ def masked_cross_entropy(labels: Any, logits: Any) -> tuple[tf.Tensor, tf.Tensor
     Args:
       labels: int tensor `[batch, height, width]`, -1 = unknown.
       logits: `[batch, height, width, num_classes]`; computed in float32 (safe for mixed precision).
+      class_weights: optional float `[num_classes]`: each pixel's loss is multiplied by its
+        class's weight (the pixel count returned stays unweighted).
 
     Returns:
       `(sum_loss, num_known_pixels)`, both float32 scalars; `(0, 0)` when no pixel is known.
@@ -163,9 +167,34 @@ def masked_cross_entropy(labels: Any, logits: Any) -> tuple[tf.Tensor, tf.Tensor
     per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.where(known, labels, tf.zeros_like(labels)), logits=logits
     )
+    if class_weights is not None:
+        weights = tf.cast(class_weights, tf.float32)
+        per_pixel *= tf.gather(weights, tf.maximum(labels, 0))
     # tf.where rather than multiplying by the mask: 0 * NaN from a padded pixel would be NaN.
     sum_loss = tf.reduce_sum(tf.where(known, per_pixel, tf.zeros_like(per_pixel)))
     return sum_loss, tf.reduce_sum(tf.cast(known, tf.float32))
+
+
+def class_weights(pixels_per_class, power: float) -> tuple[float, ...]:
+    """Loss weights (share of class c)^-power, scaled so the mean weight per pixel is 1.
+
+    power 0 gives all ones (plain cross-entropy), 0.5 inverse square-root frequency, 1 inverse
+    frequency. Classes without pixels get weight 0 (they never occur in the loss anyway).
+
+    Args:
+      pixels_per_class: labelled training pixels per class index.
+      power: the exponent, >= 0.
+    """
+    counts = np.asarray(pixels_per_class, np.float64)
+    if power < 0:
+        raise ValueError(f"class weight power must be >= 0, got {power}")
+    if counts.sum() <= 0:
+        raise ValueError("no labelled pixels to weight classes by")
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = (counts[present] / counts.sum()) ** -power
+    weights /= (weights * counts).sum() / counts.sum()
+    return tuple(float(weight) for weight in weights)
 
 
 def masked_accuracy_counts(labels: Any, predictions: Any) -> tuple[tf.Tensor, tf.Tensor]:

@@ -106,6 +106,12 @@ flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
 flags.DEFINE_float("adam_epsilon", 1e-7, "Adam epsilon (Keras default; the original used 0.9).")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw only).")
 flags.DEFINE_float("clipnorm", 0.0, "Clip gradients per variable to this norm; 0: off.")
+flags.DEFINE_float(
+    "class_weight_power",
+    0.0,
+    "Weight each class in the loss by (its share of training pixels)^-P, mean 1 per pixel; "
+    "0: off (the original), 0.5: inverse square-root frequency, 1: inverse frequency.",
+)
 flags.DEFINE_enum("schedule", "constant", list(train_config.SCHEDULES), "Learning rate schedule.")
 flags.DEFINE_integer("warmup_steps", 0, "Linear learning rate warm-up steps.", lower_bound=0)
 flags.DEFINE_float("decay_rate", 0.5, "Exponential schedule: factor per --decay_steps.")
@@ -215,6 +221,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         adam_epsilon=values.adam_epsilon,
         weight_decay=values.weight_decay,
         clipnorm=_optional(values.clipnorm),
+        class_weight_power=values.class_weight_power,
         schedule=values.schedule,
         warmup_steps=values.warmup_steps,
         decay_rate=values.decay_rate,

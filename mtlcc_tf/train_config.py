@@ -22,6 +22,9 @@ class TrainConfig:
         adam_epsilon: Adam's epsilon (the original set 0.9; Keras's default is 1e-7).
         weight_decay: Decoupled weight decay (adamw only).
         clipnorm: Clip each gradient to this norm; None for no clipping.
+        class_weight_power: Weight each class's pixels in the loss by (its share of the
+            training pixels)^-power, normalised to a mean of 1 per pixel: 0 is plain
+            cross-entropy (the original), 0.5 inverse square-root frequency, 1 inverse frequency.
         schedule: 'constant', 'cosine' (to 0 at the last step) or 'exponential'.
         warmup_steps: Linear warm-up from 0 over this many steps (cosine and exponential).
         decay_rate: Factor per `decay_steps` of the exponential schedule.
@@ -44,6 +47,7 @@ class TrainConfig:
     adam_epsilon: float = 1e-7
     weight_decay: float = 0.0
     clipnorm: float | None = None
+    class_weight_power: float = 0.0
     schedule: str = "constant"
     warmup_steps: int = 0
     decay_rate: float = 0.5
@@ -77,6 +81,7 @@ class TrainConfig:
             "needs optimizer='adamw'",
         )
         require(self.clipnorm is None or self.clipnorm > 0, "clipnorm", "must be > 0 or None")
+        require(self.class_weight_power >= 0, "class_weight_power", "must be >= 0")
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
         for field in ("decay_steps", "steps_per_epoch", "train_steps", "eval_every"):

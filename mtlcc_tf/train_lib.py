@@ -114,6 +114,17 @@ def _steps(train_config: TrainConfig, num_tiles: int, batch_size: int) -> tuple[
     return steps_per_epoch, train_config.train_steps or train_config.epochs * steps_per_epoch
 
 
+def _class_weights(train_data: DataConfig, power: float, class_names) -> tuple | None:
+    """The loss's class weights for `power` (None when 0), from the training split's labels."""
+    if not power:
+        return None
+    counts = input_pipeline.count_labels(train_data)
+    weights = metrics.class_weights(counts, power)
+    pairs = zip(class_names, weights, strict=True)
+    logging.info("class weights (power %g): %s", power, ", ".join(f"{n} {w:.2f}" for n, w in pairs))
+    return weights
+
+
 def _hparams(**configs) -> dict[str, Any]:
     return {
         f"{prefix}/{key}": value
@@ -257,7 +268,13 @@ def _train_loop(
     best_kappa = best["kappa"] if best else -math.inf
 
     train_function = train_steps.make_train_function(
-        strategy, model, optimizer, train_confusion, step, runtime_config.jit_compile
+        strategy,
+        model,
+        optimizer,
+        train_confusion,
+        step,
+        runtime_config.jit_compile,
+        _class_weights(train_data, train_config.class_weight_power, class_names),
     )
     eval_function = train_steps.make_eval_function(strategy, model, eval_confusion)
     writers = summaries.Writers(model_dir, chief)

@@ -19,19 +19,21 @@ STEP_KEYS = ("inputs", "sequence_length", "labels")
 PANEL_KEYS = ("inputs", "sequence_length", "labels", "cloud_mask", "has_cloud_mask", "tileid")
 
 
-def compute_loss_and_gradients(model, optimizer, batch: dict, global_known: tf.Tensor):
+def compute_loss_and_gradients(
+    model, optimizer, batch: dict, global_known: tf.Tensor, class_weights=None
+):
     """Forward and backward pass of one replica.
 
     The loss is this replica's summed cross-entropy over known pixels divided by the GLOBAL
     number of known pixels, so that summing gradients over replicas gives the gradient of the
-    global mean.
+    global mean. `class_weights` ([num_classes] floats, optional) weight each pixel's term.
 
     Returns:
         (loss: this replica's share of the global mean loss, gradients, logits).
     """
     with tf.GradientTape() as tape:
         logits = model({key: batch[key] for key in input_pipeline.MODEL_KEYS}, training=True)
-        sum_loss, _ = metrics.masked_cross_entropy(batch["labels"], logits)
+        sum_loss, _ = metrics.masked_cross_entropy(batch["labels"], logits, class_weights)
         loss = tf.math.divide_no_nan(sum_loss, global_known)
         scaled_loss = optimizer.scale_loss(loss)
     gradients = tape.gradient(scaled_loss, model.trainable_variables)
@@ -73,15 +75,17 @@ def make_train_function(
     confusion,
     step: tf.Variable,
     jit_compile: bool,
+    class_weights=None,
 ) -> Callable:
     """A tf.function: (iterator, stop_requested) -> (global mean loss, any worker stopping).
 
     The stop flags are summed over replicas, so that all workers of a multi-worker run leave
-    the loop at the same step when one of them receives SIGTERM.
+    the loop at the same step when one of them receives SIGTERM. `class_weights` (optional,
+    [num_classes] floats) weight the training loss per class.
     """
-    gradients_fn = compute_loss_and_gradients
+    gradients_fn = functools.partial(compute_loss_and_gradients, class_weights=class_weights)
     if jit_compile:
-        gradients_fn = tf.function(compute_loss_and_gradients, jit_compile=True)
+        gradients_fn = tf.function(gradients_fn, jit_compile=True)
 
     def replica_fn(batch, stop):
         loss = train_step(model, optimizer, confusion, batch, gradients_fn)

@@ -1,5 +1,7 @@
 """The tf.data input pipeline on tiny dataset roots: shapes, padding, order, seeds, sharding."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -27,6 +29,20 @@ def test_eval_reads_every_tile_once_in_order_with_all_observations(random_root):
         np.testing.assert_allclose(out["inputs"][i, ..., :4], tile.x10 * 1e-4, rtol=1e-6)
         np.testing.assert_array_equal(out["cloud_mask"][i], tile.cloud_mask)
     assert out["has_cloud_mask"].all()
+
+
+def test_count_labels_counts_every_known_pixel_of_the_split_once(random_root):
+    root, tiles = random_root
+    config = DataConfig(root=root, partition="train", batch_size=2, training=True)
+    index_of = CLASSES.index_of()
+    expected = np.zeros(CLASSES.num_classes, np.int64)
+    for path, tile in tiles.items():
+        if os.path.basename(path).split(".")[0] in {"0", "2", "4"}:  # train_fold0: even ids
+            indices = np.array([index_of.get(int(label), -1) for label in tile.labels.ravel()])
+            expected += np.bincount(indices[indices >= 0], minlength=CLASSES.num_classes)
+    counts = input_pipeline.count_labels(config)
+    assert counts == tuple(expected.tolist())
+    assert sum(counts) > 0
 
 
 def test_training_batches_subsample_and_are_reproducible(tmp_path):

@@ -159,6 +159,37 @@ def test_batch_confusion_matrix_masks_unknown_and_accepts_logits_or_ids():
         metrics.batch_confusion_matrix(labels, logits[..., None], 3)
 
 
+def test_class_weights_follow_the_power_and_average_one_per_pixel():
+    counts = [900, 100, 0, 25]
+    np.testing.assert_allclose(metrics.class_weights(counts, 0.0), [1, 1, 0, 1])
+    weights = np.array(metrics.class_weights(counts, 0.5))
+    assert weights[2] == 0.0
+    assert np.dot(weights, counts) / sum(counts) == pytest.approx(1.0)
+    # inverse square-root frequency: 9x fewer pixels -> 3x the weight
+    assert weights[1] / weights[0] == pytest.approx(3.0)
+    assert weights[3] / weights[1] == pytest.approx(2.0)
+    inverse = np.array(metrics.class_weights(counts, 1.0))
+    assert inverse[3] * 25 == pytest.approx(inverse[0] * 900)  # every class weighs the same
+    with pytest.raises(ValueError, match=">= 0"):
+        metrics.class_weights(counts, -1.0)
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        metrics.class_weights([0, 0], 0.5)
+
+
+def test_weighted_cross_entropy_scales_each_pixel_by_its_class_weight():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(-1, 3, size=(2, 4, 4)).astype(np.int32)
+    logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    weights = (0.5, 2.0, 1.0)
+    sum_loss, num_known = metrics.masked_cross_entropy(labels, logits, weights)
+    expected = 0.0
+    for value in range(3):
+        only = np.where(labels == value, labels, -1)
+        expected += weights[value] * _numpy_cross_entropy(only, logits)[0]
+    assert float(sum_loss) == pytest.approx(expected, rel=1e-5)
+    assert float(num_known) == float((labels >= 0).sum())
+
+
 def test_confusion_matrix_metric_streams_in_tf_function_and_resets():
     rng = np.random.default_rng(1)
     labels = rng.integers(-1, 4, size=(3, 2, 5, 5)).astype(np.int32)

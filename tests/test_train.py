@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_pipeline import input_pipeline
 from data_pipeline.config import DataConfig
-from mtlcc_tf import evaluate_lib, hardware, train_lib
+from mtlcc_tf import evaluate_lib, hardware, metrics, train_lib, train_steps
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
@@ -313,6 +314,27 @@ def test_mixed_float16_trains_with_loss_scaling(root, tmp_path):
     assert result.step == 1 and np.isfinite(result.validation["loss"])
     optimizer = train_lib.create_optimizer(TrainConfig(), 1e-3, "mixed_float16")
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_class_weights_come_from_the_training_labels(root, tmp_path, monkeypatch):
+    seen = []
+    make = train_steps.make_train_function
+
+    def recording(*args):
+        seen.append(args[-1])
+        return make(*args)
+
+    monkeypatch.setattr(train_steps, "make_train_function", recording)
+    configs = tiny_configs(root, train_steps=1, steps_per_epoch=1, num_image_tiles=0)
+    train_lib.train_and_evaluate(*configs, str(tmp_path / "plain"))
+    weighted = dataclasses.replace(configs[3], class_weight_power=0.5)
+    result = train_lib.train_and_evaluate(
+        *configs[:3], weighted, configs[4], str(tmp_path / "weighted")
+    )
+    counts = input_pipeline.count_labels(configs[1])
+    assert seen[0] is None
+    np.testing.assert_allclose(seen[1], metrics.class_weights(counts, 0.5))
+    assert len(set(seen[1])) > 2 and np.isfinite(result.validation["loss"])
 
 
 def test_model_dir_paths_and_errors(tmp_path):
