@@ -9,6 +9,8 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 
+from data_pipeline import files
+
 UNKNOWN_ID = 0
 PARTITIONS = ("train", "test", "eval")
 RECORD_SUFFIXES = (".tfrecord.gz", ".tfrecord")
@@ -131,7 +133,7 @@ def write_dataset_ini(root: str, sections: Sequence[DatasetSection]) -> None:
         parser[section.name] = {
             key: str(value) for key, value in dataclasses.asdict(section).items() if key != "name"
         }
-    with _atomic_text(os.path.join(root, "dataset.ini")) as handle:
+    with files.atomic_text(os.path.join(root, "dataset.ini")) as handle:
         parser.write(handle)
 
 
@@ -165,7 +167,7 @@ def read_classes(root: str) -> ClassTable:
 
 
 def write_classes(root: str, table: ClassTable) -> None:
-    with _atomic_text(os.path.join(root, "classes.txt")) as handle:
+    with files.atomic_text(os.path.join(root, "classes.txt")) as handle:
         for label_id, name in zip(table.ids, table.names, strict=True):
             handle.write(f"{label_id}|{name}\n")
 
@@ -189,7 +191,7 @@ def read_tileids(root: str, partition: str, fold: int = 0) -> list[str]:
 
 def write_tileids(root: str, name: str, tileids: Sequence[str]) -> None:
     os.makedirs(os.path.join(root, "tileids"), exist_ok=True)
-    with _atomic_text(os.path.join(root, "tileids", f"{name}.tileids")) as handle:
+    with files.atomic_text(os.path.join(root, "tileids", f"{name}.tileids")) as handle:
         handle.writelines(f"{tileid}\n" for tileid in tileids)
 
 
@@ -217,7 +219,7 @@ def read_geotransforms(root: str) -> dict[str, Geotransform]:
 
 
 def write_geotransforms(root: str, geotransforms: Mapping[str, Geotransform]) -> None:
-    with _atomic_text(os.path.join(root, "geotransforms.csv")) as handle:
+    with files.atomic_text(os.path.join(root, "geotransforms.csv")) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         for tileid, g in geotransforms.items():
             writer.writerow([tileid, g.xmin, g.xres, 0, g.ymax, 0, -abs(g.yres), g.srid])
@@ -271,24 +273,3 @@ def find_tile_files(
         else:
             paths.append(path)
     return paths, missing
-
-
-class _atomic_text:  # noqa: N801 - used like open()
-    """Writes a text file under a temporary name, then renames it: no reader sees half a file."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.temporary = f"{path}.tmp-{os.getpid()}"
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.handle = open(self.temporary, "w", encoding="utf-8", newline="")
-        return self.handle
-
-    def __exit__(self, exc_type, exc, traceback):
-        self.handle.close()
-        if exc_type is None:
-            os.replace(self.temporary, self.path)
-        else:
-            os.remove(self.temporary)
-        return False

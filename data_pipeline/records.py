@@ -9,6 +9,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline import files
+
 # `format/version` is absent from the original records, so it parses as 0 there.
 ORIGINAL = "original"
 COMPACT = "compact"
@@ -147,15 +149,9 @@ def write_tile(
 ) -> int:
     """Writes one tile as a one-record TFRecord file, atomically; returns the file's size."""
     serialized = encode(tile, schema)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
+    with files.atomic_path(path) as temporary:
         with tf.io.TFRecordWriter(temporary, options=compression or "") as writer:
             writer.write(serialized)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return os.path.getsize(path)
 
 

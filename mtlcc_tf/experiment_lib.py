@@ -28,6 +28,8 @@ from typing import Any
 
 from absl import logging
 
+from data_pipeline import files
+
 TRAINED = "train"
 CLASSICAL = "classical"
 RUN_FILE = "run.json"
@@ -221,10 +223,7 @@ def execute(
             "total_seconds": round(time.monotonic() - start, 1),
             "parameters": _parameter_count(directory),
         }
-        temporary = f"{record_path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-        os.replace(temporary, record_path)
+        files.write_json(record_path, record)
         logging.info(
             "[%d/%d] %s seed %d: done in %.0f s",
             index,

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+from data_pipeline import files
+
 
 def _cell(statistics: dict[str, float], digits: int = 3) -> str:
     if statistics["n"] > 1:
@@ -108,10 +110,7 @@ def write_results(
         (json.dumps(payload, indent=2) + "\n", markdown(results, command, hardware_line)),
         strict=True,
     ):
-        temporary = f"{path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
+        files.write_text(path, text)
     plot = os.path.join(directory, "per_class_f1.png")
     plot_per_class_f1(results, results["partitions"][-1], plot)
     return [*paths, plot]

@@ -28,6 +28,7 @@ from typing import Any
 
 from absl import logging
 
+from data_pipeline import files
 from mtlcc_tf.train_config import RuntimeConfig
 
 AUTO = "auto"
@@ -257,11 +258,7 @@ def cached_bfloat16_speedup(cpu: CpuInfo) -> float:
         pass
     speedup = measure_bfloat16_speedup()
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"cpu": cpu.model, "bfloat16_speedup": speedup}, handle)
-        os.replace(temporary, path)
+        files.write_json(path, {"cpu": cpu.model, "bfloat16_speedup": speedup}, indent=None)
     except OSError:
         pass  # a read-only cache measures again next time
     return speedup

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import dataset_root
+from data_pipeline import dataset_root, files
 from data_pipeline.config import DataConfig
 from mtlcc_tf import models
 from mtlcc_tf.configs import ModelConfig
@@ -85,14 +85,8 @@ def write_run_config(
     `runtime` (the resolved precision, the CPU, whether the fused kernels ran) is kept for the
     record under "runtime"; rebuilding the model does not need it.
     """
-    tf.io.gfile.makedirs(model_dir)
-    path = os.path.join(model_dir, CONFIG_FILE)
-    temporary = f"{path}.tmp-{os.getpid()}"
     content = run_config_dict(model_config, data_config, class_table, runtime)
-    with tf.io.gfile.GFile(temporary, "w") as handle:
-        json.dump(content, handle, indent=2)
-        handle.write("\n")
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    files.write_json(os.path.join(model_dir, CONFIG_FILE), content)
 
 
 def _is_tuple_type(annotation: Any) -> bool:
@@ -219,14 +213,7 @@ def read_best_metrics(model_dir: str) -> dict[str, Any] | None:
 
 
 def write_best_metrics(model_dir: str, metrics: dict[str, Any]) -> None:
-    folder = checkpoint_dir(model_dir, "best")
-    tf.io.gfile.makedirs(folder)
-    path = os.path.join(folder, BEST_METRICS_FILE)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-        handle.write("\n")
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    files.write_json(os.path.join(checkpoint_dir(model_dir, "best"), BEST_METRICS_FILE), metrics)
 
 
 def weights_by_path(model: keras.Model) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags, logging
 
-from data_pipeline import dataset_root, input_pipeline
+from data_pipeline import dataset_root, files, input_pipeline
 from data_pipeline.config import DataConfig
 from mtlcc_tf import configs, distribute, train_config, train_lib
 from mtlcc_tf import model_dir as model_dir_lib
@@ -253,11 +253,7 @@ def write_flags(path: str) -> None:
     module_flags = FLAGS.get_flags_for_module(sys.modules[__name__])
     lines = sorted(flag.serialize() for flag in module_flags if flag.value is not None)
     header = "# Resolved flags of this run: python -m mtlcc_tf.train --flagfile=<this file>\n"
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(header + "\n".join(line for line in lines if line) + "\n")
-    os.replace(temporary, path)
+    files.write_text(path, header + "\n".join(line for line in lines if line) + "\n")
 
 
 def main(argv: list[str]) -> None:

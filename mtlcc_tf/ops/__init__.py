@@ -29,9 +29,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import tensorflow as tf
+
+from data_pipeline import files
 
 _SOURCE = pathlib.Path(__file__).with_name("kernels.cc")
 # -march=native: the cache lives on the machine that compiled it. Eigen's AVX512-FP16 code
@@ -121,23 +122,23 @@ def build(verbose: bool = False, rebuild: bool = False) -> pathlib.Path:
             f"[mtlcc_tf.ops] compiling {_SOURCE.name} into {library} (about 10 s)", file=sys.stderr
         )
     # Compile to a temporary name and rename: concurrent processes never load a partial file.
-    descriptor, partial = tempfile.mkstemp(suffix=".so", dir=library.parent)
-    os.close(descriptor)
-    command = [*compiler, "-shared", "-fPIC", "-Wno-deprecated-declarations", str(_SOURCE)]
-    command += ["-o", partial] + flags
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, check=False, timeout=_COMPILE_TIMEOUT_SECONDS
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        os.unlink(partial)
-        raise RuntimeError(f"compiling {_SOURCE} failed: {error}") from error
-    if result.returncode != 0:
-        os.unlink(partial)
-        raise RuntimeError(
-            f"compiling {_SOURCE} failed:\n{shlex.join(command)}\n{result.stderr[-4000:]}"
-        )
-    os.replace(partial, library)
+    with files.atomic_path(str(library)) as partial:
+        command = [*compiler, "-shared", "-fPIC", "-Wno-deprecated-declarations", str(_SOURCE)]
+        command += ["-o", partial] + flags
+        try:
+            result = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=_COMPILE_TIMEOUT_SECONDS,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise RuntimeError(f"compiling {_SOURCE} failed: {error}") from error
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"compiling {_SOURCE} failed:\n{shlex.join(command)}\n{result.stderr[-4000:]}"
+            )
     return library
 
 
