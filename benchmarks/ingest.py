@@ -24,7 +24,8 @@ import time
 
 from absl import app, flags
 
-from data_pipeline.simulation import geotiff, writer
+from data_pipeline import dataset_root
+from data_pipeline.simulation import geotiff
 
 _SIZE = flags.DEFINE_integer("size", 10980, "Scene width and height in 10 m pixels (mult. of 6).")
 _SMALL_SIZE = flags.DEFINE_integer("small_size", 2400, "Smaller scene to compare; 0: none.")
@@ -73,7 +74,7 @@ def measure(size: int, env: dict) -> dict:
     if status:
         with open(log) as output:
             raise RuntimeError(f"ingest of {folder} failed ({status}):\n{output.read()[-3000:]}")
-    data = os.path.join(root, writer.datadir(2016))
+    data = os.path.join(root, dataset_root.year_datadir(2016))
     tiles = sum(1 for name in os.listdir(data) if name.endswith(".tfrecord.gz"))
     root_bytes = sum(entry.stat().st_size for entry in os.scandir(data))
     if not _KEEP.value:

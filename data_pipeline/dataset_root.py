@@ -81,6 +81,11 @@ class Geotransform:
         return (self.xmin, self.xres, 0.0, self.ymax, 0.0, -abs(self.yres))
 
 
+def year_datadir(year: int) -> str:
+    """Record folder of a year, as in the original: `data16` for 2016."""
+    return f"data{year % 100:02d}"
+
+
 def _require_file(path: str, what: str) -> None:
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: missing {what}")
@@ -139,8 +144,12 @@ def write_dataset_ini(root: str, sections: Sequence[DatasetSection]) -> None:
 
 def read_classes(root: str) -> ClassTable:
     """Reads `<root>/classes.txt` (lines `id|name`)."""
-    path = os.path.join(root, "classes.txt")
-    _require_file(path, "classes.txt (lines 'id|name')")
+    return read_class_file(os.path.join(root, "classes.txt"))
+
+
+def read_class_file(path: str) -> ClassTable:
+    """Reads a class table file of any name (lines `id|name`); errors name the file."""
+    _require_file(path, "class table (lines 'id|name')")
     ids, names = [], []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):

@@ -14,8 +14,7 @@ import sys
 
 from absl import app, flags
 
-from data_pipeline import dataset_root, ingest_lib, records
-from data_pipeline.simulation import writer
+from data_pipeline import dataset_root, ingest_lib, records, splits
 
 _INPUT = flags.DEFINE_string(
     "input",
@@ -38,7 +37,7 @@ _LABEL_ATTRIBUTE = flags.DEFINE_string(
 _CLASSES = flags.DEFINE_string(
     "classes", None, "Class table (lines 'id|name'); default <input>/classes.txt."
 )
-_NUM_FOLDS = flags.DEFINE_integer("num_folds", writer.DEFAULT_NUM_FOLDS, "Scene: folds.")
+_NUM_FOLDS = flags.DEFINE_integer("num_folds", splits.DEFAULT_NUM_FOLDS, "Scene: folds.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene only: seed of the spatial block split.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the dataset in a non-empty --out_dir.")
 flags.mark_flags_as_required(["input", "out_dir"])

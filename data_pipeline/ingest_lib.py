@@ -6,11 +6,10 @@ import collections
 import dataclasses
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
-from data_pipeline import dataset_root, rasters, records
+from data_pipeline import dataset_root, rasters, records, splits
 from data_pipeline.rasters import (
     LABELS_FILE,
     RESOLUTIONS,
@@ -31,7 +30,6 @@ from data_pipeline.scenes import (
     parse_date,
     read_sources,
 )
-from data_pipeline.simulation import splits, writer
 
 _VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".sqlite", ".gml", ".kml")
 
@@ -62,7 +60,7 @@ class IngestConfig:
     labels: str | None = None
     label_attribute: str = "class_id"
     classes: str | None = None
-    num_folds: int = writer.DEFAULT_NUM_FOLDS
+    num_folds: int = splits.DEFAULT_NUM_FOLDS
     seed: int = 0
     overwrite: bool = False
 
@@ -74,21 +72,6 @@ class IngestConfig:
         if self.schema not in records.SCHEMA_VERSIONS:
             raise ValueError(f"unknown schema {self.schema!r}")
         return self
-
-
-def read_class_table(path: str) -> dataset_root.ClassTable:
-    """Reads a class table file (`id|name` lines) of any name; errors name the file."""
-    try:
-        if os.path.basename(path) == "classes.txt":
-            return dataset_root.read_classes(os.path.dirname(path) or ".")
-        if not os.path.isfile(path):
-            raise dataset_root.DatasetError(f"{path}: no such class table")
-        # read_classes reads `<root>/classes.txt`: read a copy, but name the original in errors.
-        with tempfile.TemporaryDirectory() as copy_root:
-            shutil.copy(path, os.path.join(copy_root, "classes.txt"))
-            return dataset_root.read_classes(copy_root)
-    except dataset_root.DatasetError as error:
-        raise dataset_root.DatasetError(f"{path}: bad class table: {error}") from error
 
 
 def check_labels(labels: np.ndarray, table: dataset_root.ClassTable, path: str) -> None:
@@ -127,7 +110,7 @@ def _class_table(config: IngestConfig) -> tuple[dataset_root.ClassTable, str]:
     path = config.classes or os.path.join(config.input, "classes.txt")
     if not os.path.isfile(path):
         raise dataset_root.DatasetError(f"{path}: no class table; pass --classes=classes.txt")
-    return read_class_table(path), path
+    return dataset_root.read_class_file(path), path
 
 
 def _write_root_files(config, table, sections, geotransforms) -> None:
@@ -139,7 +122,11 @@ def _write_root_files(config, table, sections, geotransforms) -> None:
 
 def _section(year: int, pix10: int, nobs: int, tiletable: str) -> dataset_root.DatasetSection:
     return dataset_root.DatasetSection(
-        name=str(year), datadir=writer.datadir(year), pix10=pix10, nobs=nobs, tiletable=tiletable
+        name=str(year),
+        datadir=dataset_root.year_datadir(year),
+        pix10=pix10,
+        nobs=nobs,
+        tiletable=tiletable,
     )
 
 
@@ -175,7 +162,7 @@ def ingest_tile_folders(config: IngestConfig) -> dict:
     for dates in all_dates.values():
         for year, year_dates in _years_of(dates).items():
             nobs[year] = max(nobs[year], len(year_dates))
-    datadirs = [writer.datadir(year) for year in sorted(nobs)]
+    datadirs = [dataset_root.year_datadir(year) for year in sorted(nobs)]
     dataset_root.prepare_root(config.out_dir, datadirs, config.overwrite)
     geotransforms, pix10 = {}, None
     for tileid in tileids:
@@ -195,7 +182,9 @@ def ingest_tile_folders(config: IngestConfig) -> dict:
             part = {key: values[index : index + len(year_dates)] for key, values in stacks.items()}
             index += len(year_dates)
             tile = _make_tile(tileid, part, year_dates, labels, nobs[year])
-            path = os.path.join(config.out_dir, writer.datadir(year), f"{tileid}.tfrecord.gz")
+            path = os.path.join(
+                config.out_dir, dataset_root.year_datadir(year), f"{tileid}.tfrecord.gz"
+            )
             _write(path, tile, config.schema, folder)
     source_tileids = os.path.join(config.input, "tileids")
     if os.path.isdir(source_tileids):
@@ -250,7 +239,7 @@ def ingest_scene(config: IngestConfig) -> dict:
             f"hold no whole tile of {pix10} pixels"
         )
     years = _years_of(dates)
-    datadirs = [writer.datadir(year) for year in years]
+    datadirs = [dataset_root.year_datadir(year) for year in years]
     dataset_root.prepare_root(config.out_dir, datadirs, config.overwrite)
     labels_path, temporary = _scene_labels(config, reference)
     try:
@@ -288,7 +277,7 @@ def ingest_scene(config: IngestConfig) -> dict:
                         index += len(year_dates)
                         tile = _make_tile(tileid, part, year_dates, labels, len(year_dates))
                         name = f"{tileid}.tfrecord.gz"
-                        path = os.path.join(config.out_dir, writer.datadir(year), name)
+                        path = os.path.join(config.out_dir, dataset_root.year_datadir(year), name)
                         _write(path, tile, config.schema, config.input)
     finally:
         if temporary and os.path.exists(temporary):
@@ -314,7 +303,7 @@ def _write_scene_splits(config: IngestConfig, num_tiles_y: int, num_tiles_x: int
     """Writes a spatial block split; a grid too small for the folds gets no split (reported)."""
     try:
         block_size = splits.choose_block_size(
-            num_tiles_y, num_tiles_x, config.num_folds, config.seed, writer.MAX_BLOCK_SIZE
+            num_tiles_y, num_tiles_x, config.num_folds, config.seed, splits.MAX_BLOCK_SIZE
         )
     except ValueError as error:
         return {"splits": f"none written: {error}"}

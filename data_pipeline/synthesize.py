@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from data_pipeline import records
+from data_pipeline import records, splits
 from data_pipeline.simulation import writer
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Dataset root to write (empty or absent).")
@@ -35,12 +35,12 @@ _SCHEMA = flags.DEFINE_enum(
     "schema", records.COMPACT, list(records.SCHEMA_VERSIONS),
     "Record schema: compact (uint16, cloud masks) or original (int64, as the 2018 code wrote).",
 )  # fmt: skip
-_NUM_FOLDS = flags.DEFINE_integer("num_folds", writer.DEFAULT_NUM_FOLDS, "Train/test folds.")
+_NUM_FOLDS = flags.DEFINE_integer("num_folds", splits.DEFAULT_NUM_FOLDS, "Train/test folds.")
 _BLOCK_SIZE = flags.DEFINE_integer(
     "block_size",
     None,
     "Split blocks are this many tiles square; default: the largest up to "
-    f"{writer.MAX_BLOCK_SIZE} that gives every fold and eval some tiles.",
+    f"{splits.MAX_BLOCK_SIZE} that gives every fold and eval some tiles.",
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the dataset in a non-empty --out_dir.")
 flags.mark_flag_as_required("out_dir")

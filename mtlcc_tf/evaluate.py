@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
             metadata={
                 "model_dir": directory,
                 "checkpoint": checkpoint,
-                "step": evaluate_lib.checkpoint_step(checkpoint),
+                "step": model_dir.checkpoint_step(checkpoint),
             },
             log_every=_LOG_EVERY.value,
         )

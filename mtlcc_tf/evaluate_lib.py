@@ -8,7 +8,6 @@ import io
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -284,19 +283,6 @@ def tile_result(
         cloud_mask=batch["cloud_mask"][index][:length] if batch["has_cloud_mask"][index] else None,
         doy=batch["doy"][index][:length],
     )
-
-
-def checkpoint_step(path: str) -> int | None:
-    """The training step of a checkpoint: its `step` variable, else the number in its name."""
-    try:
-        reader = tf.train.load_checkpoint(path)
-        for key in sorted(reader.get_variable_to_shape_map()):
-            if key.split("/")[0] == "step" and key.endswith("VARIABLE_VALUE"):
-                return int(reader.get_tensor(key))
-    except (ValueError, tf.errors.OpError):
-        pass
-    match = re.search(r"-(\d+)$", path)
-    return int(match.group(1)) if match else None
 
 
 def data_settings(config: DataConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mtlcc_tf import evaluate_lib, export_lib, model_dir
+from mtlcc_tf import export_lib, model_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel folder to create.")
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
         model, run_config, checkpoint = model_dir.restore_for_inference(
             directory, _CHECKPOINT.value
         )
-        logging.info("exporting %s (step %s)", checkpoint, evaluate_lib.checkpoint_step(checkpoint))
+        logging.info("exporting %s (step %s)", checkpoint, model_dir.checkpoint_step(checkpoint))
         export_lib.export(model, run_config.classes, _EXPORT_DIR.value, overwrite=_OVERWRITE.value)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         sys.exit(f"export: {error}")

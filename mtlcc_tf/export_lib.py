@@ -39,11 +39,6 @@ CLASSES_KEY = "classes"
 BANDS = {"x10": 4, "x20": 6, "x60": 3}
 
 
-def _flatten_time(value: tf.Tensor) -> tf.Tensor:
-    """[batch, time, ...] -> [batch * time, ...], so per-tile transforms see one long series."""
-    return tf.reshape(value, tf.concat([[-1], tf.shape(value)[2:]], axis=0))
-
-
 def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
     """Assertions that the inputs of one request fit together, with messages saying what is not."""
     shape10 = tf.shape(x10)
@@ -70,53 +65,6 @@ def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
     ]  # fmt: skip
 
 
-def model_inputs(
-    x10: tf.Tensor, x20: tf.Tensor, x60: tf.Tensor, doy: tf.Tensor, year: tf.Tensor
-) -> dict[str, tf.Tensor]:
-    """Raw record tensors of a batch -> the model's {"inputs", "sequence_length"}.
-
-    Does for a batch with a dynamic time axis what the evaluation pipeline does per tile with
-    `transforms.select_observations(features, nobs)` (keep all real observations, in time order,
-    padded at the end with zeros) followed by `transforms.to_model_inputs`. The padding test and
-    the normalisation are the transforms' own functions, applied to [batch * time] flattened
-    series; only the reordering is vectorised here because `select_observations` needs a static
-    output length.
-
-    Args:
-      x10: float32 [batch, time, H, W, 4] reflectance x 1e4.
-      x20: float32 [batch, time, H/2, W/2, 6] reflectance x 1e4.
-      x60: float32 [batch, time, H/6, W/6, 3] reflectance x 1e4.
-      doy: int32 [batch, time] day of year, 0 for padding.
-      year: int32 [batch, time].
-
-    Returns:
-      inputs float32 [batch, time, H, W, 15] and sequence_length int32 [batch].
-    """
-    shape10 = tf.shape(x10)
-    batch, time = shape10[0], shape10[1]
-    flat = {"x10": _flatten_time(x10), "doy": tf.reshape(doy, [-1])}
-    valid = tf.reshape(transforms.valid_observations(flat), [batch, time])
-    # A stable sort on "is padding" moves real observations to the front, keeping their order.
-    order = tf.argsort(tf.cast(tf.logical_not(valid), tf.int32), axis=1, stable=True)
-    sequence_length = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
-    keep = tf.range(time)[tf.newaxis, :] < sequence_length[:, tf.newaxis]  # [batch, time]
-    features = {}
-    for key, value in {"x10": x10, "x20": x20, "x60": x60, "doy": doy, "year": year}.items():
-        value = tf.gather(value, order, axis=1, batch_dims=1)
-        mask = tf.reshape(
-            keep, tf.concat([[batch, time], tf.ones([value.shape.rank - 2], tf.int32)], 0)
-        )
-        # Zeroed like select_observations' padding, so that the model sees identical inputs.
-        value = tf.where(mask, value, tf.zeros_like(value))
-        features[key] = _flatten_time(value) if value.shape.rank > 2 else tf.reshape(value, [-1])
-    inputs = transforms.to_model_inputs(features)["inputs"]  # [batch * time, H, W, 15]
-    inputs = tf.reshape(
-        inputs, tf.concat([[batch, time], tf.shape(inputs)[1:]], axis=0)
-    )  # fmt: skip
-    inputs = tf.ensure_shape(inputs, [None, None, None, None, transforms.NUM_CHANNELS])
-    return {"inputs": inputs, "sequence_length": sequence_length}
-
-
 class ServingModule(tf.Module):
     """Wraps a Keras model and its class table in the signatures described in the module doc."""
 
@@ -139,7 +87,7 @@ class ServingModule(tf.Module):
     def serve(self, x10, x20, x60, doy, year):
         """Predicts the classes of a batch of tiles; see the module docstring."""
         with tf.control_dependencies(_check_shapes(x10, x20, x60, doy, year)):
-            features = model_inputs(x10, x20, x60, doy, year)
+            features = transforms.batch_model_inputs(x10, x20, x60, doy, year)
         logits = self.model(features, training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         indices = tf.argmax(probabilities, axis=-1, output_type=tf.int32)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from typing import Any
@@ -306,3 +307,16 @@ def restore_for_inference(
     checkpoint = checkpoint_path(directory, which)
     model, run_config = restore_model(directory, checkpoint)
     return model, run_config, checkpoint
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The training step of a checkpoint: its `step` variable, else the number in its name."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for key in sorted(reader.get_variable_to_shape_map()):
+            if key.split("/")[0] == "step" and key.endswith("VARIABLE_VALUE"):
+                return int(reader.get_tensor(key))
+    except (ValueError, tf.errors.OpError):
+        pass
+    match = re.search(r"-(\d+)$", path)
+    return int(match.group(1)) if match else None

@@ -34,7 +34,7 @@ import tensorflow as tf
 from absl import logging
 from osgeo import gdal
 
-from data_pipeline import dataset_root, ingest_lib, rasters, scenes
+from data_pipeline import dataset_root, rasters, scenes, transforms
 from data_pipeline.rasters import RasterError
 from mtlcc_tf import export_lib, images, model_dir
 
@@ -175,7 +175,7 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
     """Loads a SavedModel written by `mtlcc_tf.export` (a folder with `saved_model.pb`) or a
     model directory written by `mtlcc_tf.train` (restored from checkpoint `which`).
 
-    Both run the same preprocessing, `export_lib.model_inputs`: the SavedModel has it in its
+    Both run the same preprocessing, `transforms.batch_model_inputs`: the SavedModel has it in its
     graph, and the model directory's Keras model is wrapped in it here.
 
     Raises:
@@ -188,7 +188,7 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
         if export_lib.SERVING_KEY not in loaded.signatures:
             raise ValueError(f"{path}: SavedModel has no {export_lib.SERVING_KEY!r} signature")
         serve = loaded.signatures[export_lib.SERVING_KEY]
-        table = ingest_lib.read_class_table(os.path.join(path, "assets", "classes.txt"))
+        table = dataset_root.read_class_file(os.path.join(path, "assets", "classes.txt"))
 
         # `loaded` is bound as a default: signatures alone do not keep its variables alive.
         def saved_model_probabilities(raw: dict[str, np.ndarray], _loaded=loaded) -> np.ndarray:
@@ -201,7 +201,7 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
 
     @tf.function(input_signature=_raw_signature())
     def serve_model(x10, x20, x60, doy, year):
-        logits = model(export_lib.model_inputs(x10, x20, x60, doy, year), training=False)
+        logits = model(transforms.batch_model_inputs(x10, x20, x60, doy, year), training=False)
         return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
     def model_probabilities(raw: dict[str, np.ndarray]) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import input_pipeline, records
+from data_pipeline import input_pipeline, records, transforms
 from data_pipeline.config import DataConfig
 from mtlcc_tf import configs, export_lib, models
 from tests.conftest import CLASSES, write_random_root
@@ -131,7 +131,7 @@ def test_reloaded_in_a_fresh_process_matches_keras(exported, tmp_path):
 
 def test_same_result_as_keras_on_sorted_input_in_process(exported):
     export_dir, tile_list, expected, _ = exported
-    features = export_lib.model_inputs(
+    features = transforms.batch_model_inputs(
         **{k: tf.constant(v) for k, v in raw_inputs(tile_list).items()}
     )
     assert features["sequence_length"].numpy().tolist() == [t.num_observations for t in tile_list]

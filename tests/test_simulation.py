@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline import realism
+from data_pipeline import realism, splits
 from data_pipeline.simulation import (
     acquisitions,
     clouds,
@@ -16,7 +16,6 @@ from data_pipeline.simulation import (
     phenology,
     simulator,
     spectra,
-    splits,
 )
 from data_pipeline.simulation.noise import make_rng
 from data_pipeline.simulation.scene import Scene, make_scene

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from data_pipeline import dataset_root, records
-from data_pipeline.simulation import crops, splits
+from data_pipeline import dataset_root, records, splits
+from data_pipeline.simulation import crops
 from data_pipeline.simulation.simulator import SimulationConfig, simulate_scene, simulate_tiles
 
 # Upper-left corner of tile 0: UTM zone 32N, just north of Munich (Freising).
@@ -17,8 +17,6 @@ ORIGIN_EASTING = 690000.0
 ORIGIN_NORTHING = 5370000.0
 SRID = 32632
 PIXEL_SIZE = 10.0
-DEFAULT_NUM_FOLDS = 5
-MAX_BLOCK_SIZE = 4  # tiles; 960 m blocks at 24 px
 
 
 def class_table() -> dataset_root.ClassTable:
@@ -26,11 +24,6 @@ def class_table() -> dataset_root.ClassTable:
     return dataset_root.ClassTable(
         ids=(crops.UNKNOWN_ID, *crops.CLASS_IDS), names=("unknown", *crops.CLASS_NAMES)
     )
-
-
-def datadir(year: int) -> str:
-    """Record folder of a year, as in the original: `data16` for 2016."""
-    return f"data{year % 100:02d}"
 
 
 def geotransforms(
@@ -62,7 +55,7 @@ def simulate_dataset(
     cloud_rate: float = 1.0,
     seed: int = 0,
     schema: str = records.COMPACT,
-    num_folds: int = DEFAULT_NUM_FOLDS,
+    num_folds: int = splits.DEFAULT_NUM_FOLDS,
     block_size: int | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
@@ -84,7 +77,7 @@ def simulate_dataset(
       schema: record schema, "compact" (uint16, with cloud masks) or "original" (int64).
       num_folds: train/test folds.
       block_size: split blocks are block_size x block_size tiles; default: the largest up to
-        MAX_BLOCK_SIZE that leaves every fold and eval some tiles.
+        splits.MAX_BLOCK_SIZE that leaves every fold and eval some tiles.
       overwrite: replace the dataset in a non-empty root.
       progress: called with a line of text after every row of tiles.
 
@@ -111,10 +104,12 @@ def simulate_dataset(
         )
     if block_size is None:
         block_size = splits.choose_block_size(
-            num_tiles_y, num_tiles_x, num_folds, seed, MAX_BLOCK_SIZE
+            num_tiles_y, num_tiles_x, num_folds, seed, splits.MAX_BLOCK_SIZE
         )
     groups = splits.block_groups(num_tiles_y, num_tiles_x, num_folds, block_size, seed)
-    dataset_root.prepare_root(root, [datadir(year) for year in config.years], overwrite)
+    dataset_root.prepare_root(
+        root, [dataset_root.year_datadir(year) for year in config.years], overwrite
+    )
     report = progress or (lambda message: None)
     start = time.perf_counter()
     scene = simulate_scene(config)
@@ -139,7 +134,7 @@ def simulate_dataset(
             tileid=tile.tileid, x10=tile.x10, x20=tile.x20, x60=tile.x60, doy=tile.doy,
             year=tile.year, labels=tile.labels, cloud_mask=tile.cloud_mask,
         )  # fmt: skip
-        path = os.path.join(root, datadir(year), f"{tile.tileid}{suffix}")
+        path = os.path.join(root, dataset_root.year_datadir(year), f"{tile.tileid}{suffix}")
         summary["bytes"] += records.write_tile(path, record, schema, "GZIP")
         real = tile.doy > 0
         year_summary = summary["years"][year]
@@ -172,7 +167,7 @@ def simulate_dataset(
         [
             dataset_root.DatasetSection(
                 name=str(year),
-                datadir=datadir(year),
+                datadir=dataset_root.year_datadir(year),
                 pix10=pix10,
                 nobs=nobs,
                 tiletable=f"simulated_seed{seed}",

@@ -7,6 +7,8 @@ import numpy as np
 from data_pipeline.simulation.noise import make_rng
 
 MARGIN = -1  # group of a tile that belongs to no split
+DEFAULT_NUM_FOLDS = 5
+MAX_BLOCK_SIZE = 4  # tiles; 960 m blocks at 24 px
 EVAL_GROUP_SHARE = 0.2
 
 
