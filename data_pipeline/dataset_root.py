@@ -81,6 +81,20 @@ class Geotransform:
         return (self.xmin, self.xres, 0.0, self.ymax, 0.0, -abs(self.yres))
 
 
+@dataclasses.dataclass(frozen=True)
+class RootInfo:
+    """What a dataset root's dataset.ini and classes.txt say, read once and passed around."""
+
+    path: str
+    sections: Mapping[str, DatasetSection]
+    classes: ClassTable
+
+
+def read_root(root: str) -> RootInfo:
+    """Reads and checks `<root>/dataset.ini` and `<root>/classes.txt`."""
+    return RootInfo(root, read_dataset_ini(root), read_classes(root))
+
+
 def year_datadir(year: int) -> str:
     """Record folder of a year, as in the original: `data16` for 2016."""
     return f"data{year % 100:02d}"

@@ -33,14 +33,19 @@ class SplitFiles:
         return max(section.nobs for section in self.sections)
 
 
-def list_split_files(config: DataConfig) -> SplitFiles:
+def list_split_files(config: DataConfig, root: dataset_root.RootInfo | None = None) -> SplitFiles:
     """Finds the record files of `config`'s partition, fold and years.
+
+    Args:
+      config: the split to find.
+      root: `dataset_root.read_root(config.root)`, if the caller has read it already.
 
     Raises:
       dataset_root.DatasetError: a missing file or key, an unknown year, or an empty split.
     """
-    sections = dataset_root.read_dataset_ini(config.root)
-    classes = dataset_root.read_classes(config.root)
+    if root is None or root.path != config.root:
+        root = dataset_root.read_root(config.root)
+    sections, classes = root.sections, root.classes
     names = config.years or tuple(sections)
     unknown = [name for name in names if name not in sections]
     if unknown:
@@ -144,13 +149,13 @@ def _check_readable(record, ok, source):
         return tf.identity(record)
 
 
-def count_labels(config: DataConfig) -> tuple[int, ...]:
+def count_labels(config: DataConfig, split: SplitFiles | None = None) -> tuple[int, ...]:
     """Labelled pixels per class index over `config`'s split (every file once, unknown skipped).
 
     Reads only what the labels need; unreadable records raise (or are skipped with
-    `skip_corrupt`) as in `build_dataset`.
+    `skip_corrupt`) as in `build_dataset`. `split`: `list_split_files(config)`, if known.
     """
-    split = list_split_files(config)
+    split = split or list_split_files(config)
     lookup = transforms.label_lookup_table(split.classes.known_ids)
     num_classes = split.classes.num_classes
 
@@ -176,7 +181,9 @@ def count_labels(config: DataConfig) -> tuple[int, ...]:
 
 
 def build_dataset(
-    config: DataConfig, input_context: tf.distribute.InputContext | None = None
+    config: DataConfig,
+    input_context: tf.distribute.InputContext | None = None,
+    split: SplitFiles | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of `config`.
 
@@ -193,9 +200,11 @@ def build_dataset(
       config: what to read.
       input_context: given by `strategy.distribute_datasets_from_function`; shards files across
         input pipelines and turns the global batch size into the per-replica one.
+      split: `list_split_files(config)`, if the caller has it (the dataset root is then not
+        read again).
     """
     config.validate()
-    split = list_split_files(config)
+    split = split or list_split_files(config)
     lookup = transforms.label_lookup_table(split.classes.known_ids)
     time_steps = config.temporal_samples or split.time_steps
     batch_size = config.batch_size

@@ -261,13 +261,15 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
     # Fail fast: every check that needs no TensorFlow runs before the strategy and the data.
     try:
-        dataset_root.read_dataset_ini(FLAGS.datadir)  # names a missing root first
-        classes = dataset_root.read_classes(FLAGS.datadir)
+        root = dataset_root.read_root(FLAGS.datadir)  # dataset.ini and classes.txt, read once
+        classes = root.classes
         model, train_data, eval_data, train, runtime = configs_from_flags(
             FLAGS, classes.num_classes
         )
-        input_pipeline.list_split_files(train_data)
-        input_pipeline.list_split_files(eval_data)
+        splits = (
+            input_pipeline.list_split_files(train_data, root),
+            input_pipeline.list_split_files(eval_data, root),
+        )
         # Before flags.txt is replaced: a model directory holds one model.
         model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
         if runtime.strategy == "multi_worker":
@@ -282,7 +284,7 @@ def main(argv: list[str]) -> None:
         tf.config.experimental.enable_op_determinism()
 
     result = train_lib.train_and_evaluate(
-        model, train_data, eval_data, train, runtime, FLAGS.model_dir
+        model, train_data, eval_data, train, runtime, FLAGS.model_dir, splits=splits
     )
     if result.stopped:
         logging.warning(

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import input_pipeline
+from data_pipeline import dataset_root, input_pipeline
 from data_pipeline.config import DataConfig
 from mtlcc_tf import (
     distribute,
@@ -114,11 +114,11 @@ def _steps(train_config: TrainConfig, num_tiles: int, batch_size: int) -> tuple[
     return steps_per_epoch, train_config.train_steps or train_config.epochs * steps_per_epoch
 
 
-def _class_weights(train_data: DataConfig, power: float, class_names) -> tuple | None:
+def _class_weights(train_data: DataConfig, split, power: float, class_names) -> tuple | None:
     """The loss's class weights for `power` (None when 0), from the training split's labels."""
     if not power:
         return None
-    counts = input_pipeline.count_labels(train_data)
+    counts = input_pipeline.count_labels(train_data, split)
     weights = metrics.class_weights(counts, power)
     pairs = zip(class_names, weights, strict=True)
     logging.info("class weights (power %g): %s", power, ", ".join(f"{n} {w:.2f}" for n, w in pairs))
@@ -141,6 +141,7 @@ def train_and_evaluate(
     runtime_config: RuntimeConfig,
     model_dir: str,
     strategy: tf.distribute.Strategy | None = None,
+    splits: tuple[input_pipeline.SplitFiles, input_pipeline.SplitFiles] | None = None,
 ) -> TrainResult:
     """Trains, evaluates every epoch (or `eval_every` steps) and checkpoints; resumes if it can.
 
@@ -153,6 +154,8 @@ def train_and_evaluate(
         model_dir: output folder; a run found there is resumed from its last checkpoint.
         strategy: an existing strategy to use instead of creating `runtime_config.strategy`
             (one process should create one strategy: their collectives may collide).
+        splits: the training and validation splits (`input_pipeline.list_split_files`) if the
+            caller has resolved them; otherwise they are read here, once.
 
     Returns:
         A TrainResult. The run is complete when `result.step == result.total_steps`.
@@ -169,8 +172,13 @@ def train_and_evaluate(
     distribute.log_strategy(strategy)
     runtime_config, runtime_record = hardware.resolve_runtime(runtime_config)
     chief = distribute.is_chief(strategy)
-    split = input_pipeline.list_split_files(train_data)
-    input_pipeline.list_split_files(eval_data)
+    if splits is None:
+        root = dataset_root.read_root(train_data.root)
+        splits = (
+            input_pipeline.list_split_files(train_data, root),
+            input_pipeline.list_split_files(eval_data, root),
+        )
+    split = splits[0]
     classes = split.classes
     if model_config.num_classes != classes.num_classes:
         raise ValueError(
@@ -208,6 +216,7 @@ def train_and_evaluate(
             classes.known_names,
             steps_per_epoch,
             total_steps,
+            splits,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -224,6 +233,7 @@ def _train_loop(
     class_names,
     steps_per_epoch,
     total_steps,
+    splits,
 ) -> TrainResult:
     """The loop of `train_and_evaluate`, under the run's precision policy."""
     chief = distribute.is_chief(strategy)
@@ -241,9 +251,12 @@ def _train_loop(
         )
         train_confusion = metrics.ConfusionMatrix(len(class_names), name="train_confusion")
         eval_confusion = metrics.ConfusionMatrix(len(class_names), name="eval_confusion")
-    iterator = train_steps.train_iterator(train_data, strategy)
-    eval_dataset = train_steps.eval_dataset(eval_data, strategy, train_config.max_eval_batches)
-    panel_tiles = train_steps.panel_tiles(eval_data, train_config.num_image_tiles)
+    train_split, eval_split = splits
+    iterator = train_steps.train_iterator(train_data, strategy, train_split)
+    eval_dataset = train_steps.eval_dataset(
+        eval_data, strategy, train_config.max_eval_batches, eval_split
+    )
+    panel_tiles = train_steps.panel_tiles(eval_data, train_config.num_image_tiles, eval_split)
     checkpoint = model_dir_lib.model_checkpoint(
         model, optimizer=optimizer, step=step, iterator=iterator
     )
@@ -274,7 +287,7 @@ def _train_loop(
         train_confusion,
         step,
         runtime_config.jit_compile,
-        _class_weights(train_data, train_config.class_weight_power, class_names),
+        _class_weights(train_data, train_split, train_config.class_weight_power, class_names),
     )
     eval_function = train_steps.make_eval_function(strategy, model, eval_confusion)
     writers = summaries.Writers(model_dir, chief)

@@ -133,9 +133,11 @@ def evaluate(eval_function, dataset, confusion, class_names) -> tuple[dict | Non
     return summary, matrix
 
 
-def train_iterator(train_data: DataConfig, strategy) -> Iterator:
+def train_iterator(
+    train_data: DataConfig, strategy, split: input_pipeline.SplitFiles | None = None
+) -> Iterator:
     """This worker's training input: [num_local_replicas, per_replica_batch, ...] elements."""
-    dataset = input_pipeline.build_dataset(train_data, distribute.input_context(strategy))
+    dataset = input_pipeline.build_dataset(train_data, distribute.input_context(strategy), split)
     dataset = dataset.map(lambda batch: {key: batch[key] for key in STEP_KEYS})
     return iter(dataset.batch(distribute.num_local_replicas(strategy), drop_remainder=True))
 
@@ -156,9 +158,14 @@ def pad_batch(batch: dict, batch_size: int) -> dict:
     return padded
 
 
-def eval_dataset(eval_data: DataConfig, strategy, max_batches: int | None):
+def eval_dataset(
+    eval_data: DataConfig,
+    strategy,
+    max_batches: int | None,
+    split: input_pipeline.SplitFiles | None = None,
+):
     """The validation split as global batches split across replicas; the last one is padded."""
-    dataset = input_pipeline.build_dataset(eval_data)
+    dataset = input_pipeline.build_dataset(eval_data, split=split)
     dataset = dataset.map(
         lambda batch: pad_batch({key: batch[key] for key in STEP_KEYS}, eval_data.batch_size)
     )
@@ -171,11 +178,13 @@ def eval_dataset(eval_data: DataConfig, strategy, max_batches: int | None):
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
-def panel_tiles(eval_data: DataConfig, num_tiles: int) -> dict[str, np.ndarray] | None:
+def panel_tiles(
+    eval_data: DataConfig, num_tiles: int, split: input_pipeline.SplitFiles | None = None
+) -> dict[str, np.ndarray] | None:
     """The first `num_tiles` validation tiles (fixed for the whole run) as numpy arrays."""
     if num_tiles == 0:
         return None
     config = dataclasses.replace(eval_data, batch_size=num_tiles, drop_remainder=False)
-    for batch in input_pipeline.build_dataset(config).take(1):
+    for batch in input_pipeline.build_dataset(config, split=split).take(1):
         return {key: batch[key].numpy() for key in PANEL_KEYS}
     return None

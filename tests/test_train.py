@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import input_pipeline
+from data_pipeline import dataset_root, input_pipeline
 from data_pipeline.config import DataConfig
 from mtlcc_tf import evaluate_lib, hardware, metrics, train_lib, train_steps
 from mtlcc_tf import model_dir as model_dir_lib
@@ -335,6 +335,26 @@ def test_class_weights_come_from_the_training_labels(root, tmp_path, monkeypatch
     assert seen[0] is None
     np.testing.assert_allclose(seen[1], metrics.class_weights(counts, 0.5))
     assert len(set(seen[1])) > 2 and np.isfinite(result.validation["loss"])
+
+
+def test_a_training_start_reads_the_dataset_root_once(root, tmp_path, monkeypatch):
+    reads = []
+    read_dataset_ini = dataset_root.read_dataset_ini
+
+    def counting(path):
+        reads.append(path)
+        return read_dataset_ini(path)
+
+    monkeypatch.setattr(dataset_root, "read_dataset_ini", counting)
+    configs = tiny_configs(root, train_steps=1, steps_per_epoch=1, num_image_tiles=1)
+    weighted = dataclasses.replace(configs[3], class_weight_power=0.5)  # counts labels too
+    train_lib.train_and_evaluate(*configs[:3], weighted, configs[4], str(tmp_path / "a"))
+    assert reads == [root]
+    # An entry point that resolved the splits passes them on: no further reads.
+    info = dataset_root.read_root(root)
+    splits = tuple(input_pipeline.list_split_files(data, info) for data in configs[1:3])
+    train_lib.train_and_evaluate(*configs, str(tmp_path / "b"), splits=splits)
+    assert reads == [root, root]
 
 
 def test_model_dir_paths_and_errors(tmp_path):
