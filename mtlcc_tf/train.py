@@ -256,6 +256,26 @@ def write_flags(path: str) -> None:
     files.write_text(path, header + "\n".join(line for line in lines if line) + "\n")
 
 
+class _NoTensorFlowInfo(python_logging.Filter):
+    """Drops INFO (and DEBUG) records logged from TensorFlow's or Keras's own code."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        if record.levelno > python_logging.INFO:
+            return True
+        path = record.pathname.replace(os.sep, "/")
+        return not any(f"/{package}/" in path for package in ("tensorflow", "keras"))
+
+
+def quiet_tensorflow_info() -> None:
+    """Keeps the console to progress and results: TensorFlow's INFO lines (for example one
+    'Sharding callback duration' per checkpoint, logged through absl) are dropped; its warnings
+    and errors stay."""
+    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+    absl_logger = logging.get_absl_logger()
+    if not any(isinstance(item, _NoTensorFlowInfo) for item in absl_logger.filters):
+        absl_logger.addFilter(_NoTensorFlowInfo())
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
@@ -279,7 +299,7 @@ def main(argv: list[str]) -> None:
     if distribute.is_chief_task(runtime.strategy):
         write_flags(os.path.join(FLAGS.model_dir, "flags.txt"))
     # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.
-    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
+    quiet_tensorflow_info()
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
 

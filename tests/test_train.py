@@ -162,6 +162,9 @@ def test_entry_point_writes_flags_checkpoints_and_summaries(root, tmp_path):
     assert set(config["runtime"]["cpu_flags"]) == set(hardware.SPEED_FLAGS)
     assert f"precision {expected} on CPU" in done.stderr
     assert "--precision=auto" in flags_text
+    # The console keeps to progress and results: no TensorFlow INFO line per checkpoint.
+    assert "Sharding callback" not in done.stderr and "functional_saver" not in done.stderr
+    assert "validation at step 2" in done.stdout + done.stderr
 
 
 def test_deterministic_runs_end_with_identical_weights(root, tmp_path):
