@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from data_pipeline import dataset_root, input_pipeline, records  # noqa: E402
-from data_pipeline.config import DataConfig  # noqa: E402
+from data_pipeline.data_config import DataConfig  # noqa: E402
 from data_pipeline.simulation import simulator  # noqa: E402
 from mtlcc_tf import hardware  # noqa: E402
 
@@ -46,11 +46,11 @@ def time_pipeline(root: str, batch_size: int, num_batches: int) -> float:
 def time_train_step(batch: dict, num_classes: int, filters: int, steps: int) -> float | None:
     """Samples per second of one bidirectional ConvLSTM training step on the same shape."""
     try:
-        from mtlcc_tf import configs, metrics, models
+        from mtlcc_tf import metrics, model_config, models
     except ImportError:
         return None
     model = models.build_model(
-        configs.ModelConfig(num_classes=num_classes, convcell="lstm", convrnn_filters=filters)
+        model_config.ModelConfig(num_classes=num_classes, convcell="lstm", convrnn_filters=filters)
     )
     optimizer = tf.keras.optimizers.Adam(1e-3)
     inputs = {key: batch[key] for key in input_pipeline.MODEL_KEYS}

@@ -29,7 +29,7 @@ import keras
 from absl import app, flags
 
 from data_pipeline.simulation import geotiff, simulator, writer
-from mtlcc_tf import configs, export_lib, models, predict_lib
+from mtlcc_tf import export_lib, model_config, models, predict_lib
 
 _SIZE = flags.DEFINE_integer("size", 240, "Scene width and height in 10 m pixels (multiple of 6).")
 _WIDTH = flags.DEFINE_integer("width", None, "Scene width in 10 m pixels; default --size.")
@@ -86,7 +86,7 @@ def main(argv):
         classes = writer.class_table()
         keras.utils.set_random_seed(0)
         model = models.build_model(
-            configs.ModelConfig(
+            model_config.ModelConfig(
                 num_classes=classes.num_classes, convcell="gru", convrnn_filters=_FILTERS.value
             )
         )

@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from mtlcc_tf import hardware, ops
-from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.layers import ClassificationHead
+from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.models import build_model
 
 # Gates per cell: convolution output channels = gates * filters.

@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import dataset_root, records, transforms
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 UNREADABLE = "unreadable record (truncated or corrupt TFRecord/GZIP data, or an empty file):"

@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline import records
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import classical_lib, composites
 
 _DATADIR = flags.DEFINE_string("datadir", None, "Dataset root (dataset.ini, classes.txt, ...).")

@@ -24,7 +24,7 @@ from absl import logging
 from sklearn import ensemble
 
 from data_pipeline import dataset_root, input_pipeline
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import composites, evaluate_lib
 
 CLASSIFIERS = ("random_forest", "hist_gradient_boosting")

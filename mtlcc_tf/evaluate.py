@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline import dataset_root, records
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import evaluate_lib, model_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import dataset_root, input_pipeline, records
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import images, metrics, reports
 
 TILE_COLUMNS = (

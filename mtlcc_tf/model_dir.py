@@ -26,9 +26,9 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import dataset_root, files
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import models
-from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.model_config import ModelConfig
 
 FORMAT = 1
 CONFIG_FILE = "config.json"

@@ -2,7 +2,6 @@
 
 import keras
 
-from mtlcc_tf.configs import ModelConfig
 from mtlcc_tf.layers import (
     ClassificationHead,
     ConvRNNEncoder,
@@ -10,6 +9,7 @@ from mtlcc_tf.layers import (
     StockConvLSTMEncoder,
     TemporalPooling,
 )
+from mtlcc_tf.model_config import ModelConfig
 
 ENCODER_NAME = "encoder"
 

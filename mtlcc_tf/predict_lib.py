@@ -39,7 +39,6 @@ from data_pipeline.rasters import RasterError
 from mtlcc_tf import export_lib, images, model_dir
 
 WEIGHT_FLOOR = 0.05
-_FACTORS = {"10m": 1, "20m": 2, "60m": 6}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,7 +301,7 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
         for row, y0 in enumerate(ys):
             strips = {}
             for suffix, (key, names) in rasters.RESOLUTIONS.items():
-                factor = _FACTORS[suffix]
+                factor = scenes.FACTORS[suffix]
                 sources = [opened[date, suffix] for date in dates]
                 strips[key] = (factor, _read_strip(
                     sources, len(names), y0 // factor, size // factor, padded_width // factor

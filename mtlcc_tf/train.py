@@ -17,8 +17,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline import dataset_root, files, input_pipeline
-from data_pipeline.config import DataConfig
-from mtlcc_tf import configs, distribute, train_config, train_lib
+from data_pipeline.data_config import DataConfig
+from mtlcc_tf import distribute, model_config, train_config, train_lib
 from mtlcc_tf import model_dir as model_dir_lib
 
 # Exit status after SIGTERM: a checkpoint was saved, the run is unfinished (128 + SIGTERM).
@@ -64,8 +64,8 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("eval_batchsize", 0, "Validation batch size; 0: --batchsize.", lower_bound=0)
 flags.DEFINE_integer("data_seed", 0, "Seed of shuffling, subsampling and augmentation.")
 
-# Model (see mtlcc_tf.configs.ModelConfig).
-flags.DEFINE_enum("convcell", "lstm", list(configs.CONVCELLS), "Recurrent cell.")
+# Model (see mtlcc_tf.model_config.ModelConfig).
+flags.DEFINE_enum("convcell", "lstm", list(model_config.CONVCELLS), "Recurrent cell.")
 flags.DEFINE_integer("convrnn_filters", 64, "Hidden channels per direction.", lower_bound=1)
 flags.DEFINE_integer("convrnn_kernel", 3, "Recurrent kernel size (odd).", lower_bound=1)
 flags.DEFINE_integer("convrnn_layers", 1, "Stacked recurrent layers.", lower_bound=1)
@@ -74,19 +74,19 @@ flags.DEFINE_bool("normalization", True, "Layer-normalise the gate pre-activatio
 flags.DEFINE_enum(
     "normalization_scope",
     "tile",
-    list(configs.NORMALIZATION_SCOPES),
+    list(model_config.NORMALIZATION_SCOPES),
     "Layer-normalisation statistics: over the tile's height x width x channels (the original) "
     "or over each pixel's channels.",
 )
-flags.DEFINE_enum("padding", "reflect", list(configs.PADDINGS), "Spatial padding.")
+flags.DEFINE_enum("padding", "reflect", list(model_config.PADDINGS), "Spatial padding.")
 flags.DEFINE_bool("peepholes", False, "LSTM peephole connections.")
 flags.DEFINE_enum(
     "aggr_strat",
     "state",
-    list(configs.AGGREGATION_STRATEGIES),
+    list(model_config.AGGREGATION_STRATEGIES),
     "How the sequence becomes one feature map.",
 )
-flags.DEFINE_enum("head", "original", list(configs.HEADS), "Classification head.")
+flags.DEFINE_enum("head", "original", list(model_config.HEADS), "Classification head.")
 flags.DEFINE_integer(
     "date_harmonics",
     0,
@@ -196,7 +196,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         augment=False,
         cloud_injection=0.0,
     )
-    model = configs.ModelConfig(
+    model = model_config.ModelConfig(
         num_classes=num_classes,
         convcell=values.convcell,
         convrnn_filters=values.convrnn_filters,

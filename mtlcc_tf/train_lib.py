@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import dataset_root, input_pipeline
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import (
     distribute,
     fault_tolerance,
@@ -24,7 +24,7 @@ from mtlcc_tf import (
     train_steps,
 )
 from mtlcc_tf import model_dir as model_dir_lib
-from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.train_config import PROFILE_WARMUP_STEPS, RuntimeConfig, TrainConfig
 
 # The per-replica steps live in train_steps; re-exported as part of this module's API.

@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_pipeline import input_pipeline
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import distribute, metrics
 
 # What the replicas get of a batch (strings such as tile ids stay on the host).

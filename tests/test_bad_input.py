@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from tests.conftest import random_tile, write_like_the_original, write_random_root
 
 

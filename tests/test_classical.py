@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data_pipeline import dataset_root, records
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import classical_lib, composites
 from tests.conftest import CLASSES, write_random_root
 

@@ -25,9 +25,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from data_pipeline.config import DataConfig
+    from data_pipeline.data_config import DataConfig
     from mtlcc_tf import distribute, metrics, train_lib, train_steps
-    from mtlcc_tf.configs import ModelConfig
+    from mtlcc_tf.model_config import ModelConfig
     from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
 
     root, model_dir = sys.argv[1:3]

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline, records
-from data_pipeline.config import DataConfig
-from mtlcc_tf import configs, evaluate_lib, images, model_dir, models
+from data_pipeline.data_config import DataConfig
+from mtlcc_tf import evaluate_lib, images, model_dir, models
+from mtlcc_tf.model_config import ModelConfig
 from tests.conftest import CLASSES, write_random_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,7 @@ GEOTRANSFORM = dataset_root.Geotransform(xmin=690000.0, xres=10.0, ymax=5360040.
 
 def tiny_model(num_classes: int = CLASSES.num_classes) -> keras.Model:
     keras.utils.set_random_seed(0)
-    config = configs.ModelConfig(num_classes=num_classes, convcell="gru", convrnn_filters=4)
+    config = ModelConfig(num_classes=num_classes, convcell="gru", convrnn_filters=4)
     return models.build_model(config)
 
 
@@ -178,9 +179,7 @@ def test_tile_result_statistics():
 
 def make_model_dir(directory: str, root: str, step: int = 3) -> keras.Model:
     """A model directory as mtlcc_tf.train leaves it: config.json and a last checkpoint."""
-    model_config = configs.ModelConfig(
-        num_classes=CLASSES.num_classes, convcell="gru", convrnn_filters=4
-    )
+    model_config = ModelConfig(num_classes=CLASSES.num_classes, convcell="gru", convrnn_filters=4)
     keras.utils.set_random_seed(1)
     model = models.build_model(model_config)
     model(model_dir.dummy_inputs(model_config))
@@ -230,7 +229,7 @@ def test_entry_point_errors(tmp_path):
     os.makedirs(directory)
     no_config = run_module("mtlcc_tf.evaluate", f"--model_dir={directory}")
     assert no_config.returncode == 1 and "config.json: missing" in no_config.stderr
-    model_config = configs.ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=4)
+    model_config = ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=4)
     model_dir.write_run_config(directory, model_config, DataConfig(root=root), CLASSES)
     no_checkpoint = run_module("mtlcc_tf.evaluate", f"--model_dir={directory}")
     assert no_checkpoint.returncode == 1 and "no checkpoint in" in no_checkpoint.stderr

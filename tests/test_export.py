@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import input_pipeline, records, transforms
-from data_pipeline.config import DataConfig
-from mtlcc_tf import configs, export_lib, models
+from data_pipeline.data_config import DataConfig
+from mtlcc_tf import export_lib, model_config, models
 from tests.conftest import CLASSES, write_random_root
 from tests.test_evaluate import make_model_dir, run_module
 
@@ -69,7 +69,9 @@ def exported(tmp_path_factory):
     tiles = write_random_root(root, num_tiles=4, pix10=12, nobs=5)
     keras.utils.set_random_seed(0)
     model = models.build_model(
-        configs.ModelConfig(num_classes=CLASSES.num_classes, convcell="lstm", convrnn_filters=4)
+        model_config.ModelConfig(
+            num_classes=CLASSES.num_classes, convcell="lstm", convrnn_filters=4
+        )
     )
     export_dir = export_lib.export(model, CLASSES, str(base / "export"))
     config = DataConfig(root=root, partition="eval", training=False, augment=False, batch_size=2)

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline import input_pipeline
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from tests.conftest import CLASSES, write_random_root
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.models import build_analysis_model, build_model
 
 BATCH, TIME, SIZE, CHANNELS, FILTERS, CLASSES = 2, 3, 8, 3, 4, 3

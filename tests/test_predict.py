@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal
 
 from data_pipeline import dataset_root, ingest_lib, rasters, scenes
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from data_pipeline.simulation import geotiff, simulator
 from mtlcc_tf import evaluate_lib, export_lib, images, model_dir, predict_lib
 from tests.conftest import CLASSES

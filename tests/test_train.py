@@ -18,10 +18,10 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline
-from data_pipeline.config import DataConfig
+from data_pipeline.data_config import DataConfig
 from mtlcc_tf import evaluate_lib, hardware, metrics, train_lib, train_steps
 from mtlcc_tf import model_dir as model_dir_lib
-from mtlcc_tf.configs import ModelConfig
+from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
 from tests.conftest import CLASSES, write_random_root
 

@@ -2,10 +2,13 @@
 
 import dataclasses
 
-CONVCELLS = ("lstm", "gru", "keras_convlstm")
-PADDINGS = ("reflect", "same")
-AGGREGATION_STRATEGIES = ("state", "avg_output", "sum_output")
-HEADS = ("original", "logits")
+from mtlcc_tf.layers import cells, encoder, heads
+
+# The choices are the layers' own (one definition each); the stock cell is built by models.
+CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm")
+PADDINGS = cells.PADDINGS
+AGGREGATION_STRATEGIES = encoder.AGGREGATIONS
+HEADS = heads.HEAD_KINDS
 NORMALIZATION_SCOPES = ("tile", "pixel")
 
 
