@@ -25,7 +25,7 @@ from sklearn import ensemble
 
 from data_pipeline import dataset_root, input_pipeline
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import composites, evaluate_lib
+from mtlcc_tf import composites, evaluate_lib, tile_predictions
 
 CLASSIFIERS = ("random_forest", "hist_gradient_boosting")
 
@@ -234,7 +234,7 @@ def predict_tiles(
     num_classes: int,
     statistics: dict[str, Any] | None = None,
     log_every: int = 50,
-) -> Iterator[evaluate_lib.TileResult]:
+) -> Iterator[tile_predictions.TileResult]:
     """Classifies every pixel of every tile of a partition, yielding one TileResult each.
 
     Args:
@@ -248,7 +248,7 @@ def predict_tiles(
       log_every: progress line every this many tiles.
     """
     split = input_pipeline.list_split_files(data_config)
-    sections = evaluate_lib.section_names(data_config, split)
+    sections = tile_predictions.section_names(data_config, split)
     make_features = composites.FeatureMaker(features)
     columns = np.asarray(classifier.classes_, np.int64)
     num_tiles = 0
@@ -263,7 +263,7 @@ def predict_tiles(
         probabilities[:, columns] = known
         probabilities = probabilities.reshape(*pixels.shape[:3], num_classes)
         for index in range(len(tiles)):
-            yield evaluate_lib.tile_result(batch, index, probabilities[index], sections)
+            yield tile_predictions.tile_result(batch, index, probabilities[index], sections)
             num_tiles += 1
             if log_every and num_tiles % log_every == 0:
                 logging.info("classified %d tiles (%.1f s)", num_tiles, time.perf_counter() - start)
@@ -368,7 +368,7 @@ def train_and_evaluate_partitions(
     train_classes = dataset_root.read_classes(train_data.root)
     for eval_data in eval_datas:
         if train_data.root != eval_data.root:
-            evaluate_lib.check_classes(
+            tile_predictions.check_classes(
                 train_classes, dataset_root.read_classes(eval_data.root),
                 os.path.join(train_data.root, "classes.txt"),
                 os.path.join(eval_data.root, "classes.txt"),

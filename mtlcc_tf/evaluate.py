@@ -13,7 +13,7 @@ from absl import app, flags, logging
 
 from data_pipeline import dataset_root, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, model_dir
+from mtlcc_tf import evaluate_lib, model_dir, tile_predictions
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
 _DATADIR = flags.DEFINE_string(
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
             cloud_injection=_CLOUD_INJECTION.value,
             seed=_SEED.value,
         ).validate()
-        evaluate_lib.check_classes(
+        tile_predictions.check_classes(
             run_config.classes,
             dataset_root.read_classes(data_config.root),
             model_source=os.path.join(directory, model_dir.CONFIG_FILE),

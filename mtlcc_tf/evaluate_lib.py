@@ -1,288 +1,20 @@
-"""Evaluation: a model over a partition; per-tile results, metrics, reports and tile images."""
+"""Evaluation: scores per-tile predictions and writes metrics, reports, tiles.csv and images."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
-import math
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from data_pipeline import dataset_root, input_pipeline, records
+from data_pipeline import dataset_root, files
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import images, metrics, reports
-
-TILE_COLUMNS = (
-    "tileid", "section", "year", "accuracy", "cloud_coverage", "num_known_pixels",
-    "num_correct_pixels", "num_observations", "mean_confidence", "source",
-)  # fmt: skip
-
-
-class ClassMismatchError(ValueError):
-    """The model's classes and the dataset's classes.txt disagree; the message names both."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TileResult:
-    """One tile's prediction next to its labels and cloud mask (numpy, no batch axis).
-
-    Attributes:
-      tileid: the record's tile id (its file name for original-schema records).
-      section: the dataset.ini section (year) the record belongs to.
-      year: acquisition year of its observations, or None if it has none.
-      source: the record file.
-      probabilities: float32 [height, width, num_classes], softmax of the model's logits.
-      labels: int32 [height, width] class indices, -1 unknown.
-      cloud_mask: uint8 [num_observations, height, width] (CLEAR, CLOUD, SHADOW) of the
-        observations the model saw, or None when the record has no mask.
-      doy: int32 [num_observations] day of year of those observations.
-    """
-
-    tileid: str
-    section: str
-    year: int | None
-    source: str
-    probabilities: np.ndarray
-    labels: np.ndarray
-    cloud_mask: np.ndarray | None
-    doy: np.ndarray
-
-    @property
-    def predictions(self) -> np.ndarray:
-        """int32 [height, width] predicted class indices."""
-        return np.argmax(self.probabilities, axis=-1).astype(np.int32)
-
-    @property
-    def confidence(self) -> np.ndarray:
-        """float32 [height, width] probability of the predicted class."""
-        return np.max(self.probabilities, axis=-1)
-
-    @property
-    def num_observations(self) -> int:
-        return int(self.doy.shape[0])
-
-    @property
-    def known(self) -> np.ndarray:
-        """bool [height, width]: pixels with a known label."""
-        return self.labels >= 0
-
-    @property
-    def num_known_pixels(self) -> int:
-        return int(np.count_nonzero(self.known))
-
-    @property
-    def num_correct_pixels(self) -> int:
-        return int(np.count_nonzero(self.known & (self.predictions == self.labels)))
-
-    @property
-    def accuracy(self) -> float:
-        """Accuracy over known pixels; NaN for a tile without any."""
-        known = self.num_known_pixels
-        return self.num_correct_pixels / known if known else math.nan
-
-    @property
-    def pixel_cloud_coverage(self) -> np.ndarray | None:
-        """float32 [height, width]: per pixel, the fraction of its observations cloudy or shadowed.
-
-        None without a cloud mask; NaN for a tile without observations.
-        """
-        if self.cloud_mask is None:
-            return None
-        if self.num_observations == 0:
-            return np.full(self.labels.shape, np.nan, np.float32)
-        return np.mean(self.cloud_mask != records.CLEAR, axis=0).astype(np.float32)
-
-    @property
-    def cloud_coverage(self) -> float | None:
-        """Fraction of pixel-observations that are cloud (1) or shadow (2) over real observations.
-
-        None when the record has no cloud mask (e.g. the original dataset).
-        """
-        coverage = self.pixel_cloud_coverage
-        return None if coverage is None else float(np.mean(coverage))
-
-    def confusion(self, num_classes: int) -> np.ndarray:
-        """int64 [K, K] confusion matrix of the tile's known pixels (rows true)."""
-        known = self.known
-        flat = self.labels[known].astype(np.int64) * num_classes + self.predictions[known]
-        counts = np.bincount(flat, minlength=num_classes * num_classes)
-        return counts.reshape(num_classes, num_classes)
-
-    def row(self) -> dict[str, Any]:
-        """The tile's line of tiles.csv; missing values (no mask, no known pixels) are empty."""
-        coverage = self.cloud_coverage
-        accuracy = self.accuracy
-        return {
-            "tileid": self.tileid,
-            "section": self.section,
-            "year": "" if self.year is None else self.year,
-            "accuracy": "" if math.isnan(accuracy) else f"{accuracy:.6f}",
-            "cloud_coverage": "" if coverage is None else f"{coverage:.6f}",
-            "num_known_pixels": self.num_known_pixels,
-            "num_correct_pixels": self.num_correct_pixels,
-            "num_observations": self.num_observations,
-            "mean_confidence": f"{float(np.mean(self.confidence)):.6f}",
-            "source": self.source,
-        }
-
-
-def check_classes(
-    model_classes: dataset_root.ClassTable,
-    dataset_classes: dataset_root.ClassTable,
-    model_source: str = "the model's run config",
-    dataset_source: str = "the dataset's classes.txt",
-) -> None:
-    """Raises ClassMismatchError if a model trained on one class table meets another.
-
-    Differing names with equal ids are only logged: renaming a class changes no prediction.
-
-    Args:
-      model_classes: the classes the model was trained with.
-      dataset_classes: the classes of the dataset to evaluate on.
-      model_source: the file `model_classes` came from, for the message.
-      dataset_source: the file `dataset_classes` came from, for the message.
-    """
-    if model_classes.num_classes != dataset_classes.num_classes:
-        raise ClassMismatchError(
-            f"the model predicts {model_classes.num_classes} classes ({model_source}) but the "
-            f"dataset has {dataset_classes.num_classes} ({dataset_source}); evaluate on a "
-            "dataset with the classes the model was trained on"
-        )
-    if model_classes.known_ids != dataset_classes.known_ids:
-        raise ClassMismatchError(
-            f"class ids differ: {model_classes.known_ids} in {model_source} but "
-            f"{dataset_classes.known_ids} in {dataset_source}; class index i means a different "
-            "crop in each, so the metrics would be meaningless"
-        )
-    if model_classes.known_names != dataset_classes.known_names:
-        logging.warning(
-            "class names differ between %s and %s (ids agree): %s vs %s",
-            model_source, dataset_source, model_classes.known_names, dataset_classes.known_names,
-        )  # fmt: skip
-
-
-def _output_classes(model: keras.Model) -> int | None:
-    """The static number of classes of the model's logits, if it has one."""
-    try:
-        return model.outputs[0].shape[-1]
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-
-
-def section_names(config: DataConfig, split: input_pipeline.SplitFiles) -> dict[str, str]:
-    """Record folder -> dataset.ini section name, to tell the years of a tile id apart."""
-    return {
-        os.path.normpath(os.path.join(config.root, section.datadir)): section.name
-        for section in split.sections
-    }
-
-
-def _tileid(tileid: bytes, source: str) -> str:
-    # Original-schema records carry no tile id; their file name is the id.
-    if tileid:
-        return tileid.decode("utf-8")
-    name = os.path.basename(source)
-    for suffix in dataset_root.RECORD_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def predict_tiles(
-    model: keras.Model, data_config: DataConfig, log_every: int = 50
-) -> Iterator[TileResult]:
-    """Runs `model` over every tile of `data_config`'s partition, yielding one TileResult each.
-
-    Reads the tiles with `input_pipeline.build_dataset` (so cloud injection, temporal subsampling
-    and corrupt-record skipping behave as configured) and predicts a batch at a time.
-
-    Args:
-      model: takes {"inputs": [batch, T, H, W, 15], "sequence_length": [batch]} and returns
-        logits [batch, H, W, num_classes].
-      data_config: what to read; must have `training=False` (training data repeats forever).
-      log_every: log progress (tiles and tiles/s) every this many tiles; 0 turns it off.
-
-    Raises:
-      ValueError: a training config.
-      ClassMismatchError: the model's number of classes differs from the dataset's classes.txt.
-    """
-    if data_config.training:
-        raise ValueError("predict_tiles needs DataConfig(training=False): training data repeats")
-    split = input_pipeline.list_split_files(data_config)
-    sections = section_names(data_config, split)
-    num_classes = split.classes.num_classes
-    classes_file = os.path.join(data_config.root, "classes.txt")
-    output_classes = _output_classes(model)
-    if output_classes is not None and output_classes != num_classes:
-        raise ClassMismatchError(
-            f"the model outputs {output_classes} classes but {classes_file} has {num_classes}"
-        )
-    dataset = input_pipeline.build_dataset(data_config)
-
-    @tf.function(reduce_retracing=True)
-    def predict_step(inputs, sequence_length):
-        logits = model({"inputs": inputs, "sequence_length": sequence_length}, training=False)
-        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-
-    start = time.perf_counter()
-    num_tiles = 0
-    for batch in dataset:
-        probabilities = predict_step(batch["inputs"], batch["sequence_length"]).numpy()
-        if probabilities.shape[-1] != num_classes:
-            raise ClassMismatchError(
-                f"the model outputs {probabilities.shape[-1]} classes but {classes_file} has "
-                f"{num_classes}"
-            )
-        batch = {key: value.numpy() for key, value in batch.items() if key != "inputs"}
-        for index in range(probabilities.shape[0]):
-            yield tile_result(batch, index, probabilities[index], sections)
-            num_tiles += 1
-            if log_every and num_tiles % log_every == 0:
-                elapsed = time.perf_counter() - start
-                logging.info(
-                    "predicted %d tiles (%.2f tiles/s)", num_tiles, num_tiles / max(elapsed, 1e-9)
-                )
-    elapsed = time.perf_counter() - start
-    logging.info(
-        "predicted %d tiles in %.1f s (%.2f tiles/s)",
-        num_tiles, elapsed, num_tiles / max(elapsed, 1e-9),
-    )  # fmt: skip
-
-
-def tile_result(
-    batch: Mapping[str, np.ndarray], index: int, probabilities: np.ndarray, sections: dict
-) -> TileResult:
-    """The TileResult of tile `index` of a numpy batch of `input_pipeline.build_dataset`.
-
-    Args:
-      batch: the batch's entries as numpy (`inputs` is not needed).
-      index: the tile's position in the batch.
-      probabilities: float32 [height, width, num_classes] predicted for that tile.
-      sections: `section_names` of the batch's split.
-    """
-    length = int(batch["sequence_length"][index])
-    source = batch["source"][index].decode("utf-8")
-    years = batch["year"][index][:length]
-    # Observations were moved to the front by select_observations, so [:length] are the real ones.
-    return TileResult(
-        tileid=_tileid(batch["tileid"][index], source),
-        section=sections.get(os.path.normpath(os.path.dirname(source)), ""),
-        year=int(years[0]) if length else None,
-        source=source,
-        probabilities=probabilities,
-        labels=batch["labels"][index],
-        cloud_mask=batch["cloud_mask"][index][:length] if batch["has_cloud_mask"][index] else None,
-        doy=batch["doy"][index][:length],
-    )
+from mtlcc_tf import images, metrics, reports, tile_predictions
 
 
 def data_settings(config: DataConfig) -> dict[str, Any]:
@@ -307,18 +39,19 @@ def evaluate(
     out_dir: str | None = None,
     write_images: bool = False,
     metadata: Mapping[str, Any] | None = None,
-    on_tile: Callable[[TileResult], None] | None = None,
+    on_tile: Callable[[tile_predictions.TileResult], None] | None = None,
     log_every: int = 50,
 ) -> dict[str, Any]:
     """Evaluates `model` on a partition and, with `out_dir`, writes the evaluation files.
 
     Files in `out_dir`: metrics.json (the returned summary), report.md, confusion_matrix.png,
-    tiles.csv (one row per tile, `TILE_COLUMNS`) and, with `write_images`, under images/:
+    tiles.csv (one row per tile, `tile_predictions.TILE_COLUMNS`) and, with `write_images`,
+    under images/:
     `<section>/<tileid>_{prediction,labels,confidence}.png` and, for tiles in the dataset's
     geotransforms.csv, `<section>/<tileid>_{prediction,confidence}.tif`.
 
     Args:
-      model: see `predict_tiles`.
+      model: see `tile_predictions.predict_tiles`.
       data_config: the partition to evaluate; `training` must be False.
       class_table: the classes the model was trained with; checked against the dataset's
         classes.txt. None uses the dataset's.
@@ -334,16 +67,16 @@ def evaluate(
       the `metadata` entries.
 
     Raises:
-      ClassMismatchError: the model's classes and the dataset's disagree.
+      tile_predictions.ClassMismatchError: the model's classes and the dataset's disagree.
       ValueError: no known pixel in the whole partition.
     """
     dataset_classes = dataset_root.read_classes(data_config.root)
     if class_table is not None:
-        check_classes(
+        tile_predictions.check_classes(
             class_table, dataset_classes, dataset_source=f"{data_config.root}/classes.txt"
         )
     return score_tiles(
-        predict_tiles(model, data_config, log_every=log_every),
+        tile_predictions.predict_tiles(model, data_config, log_every=log_every),
         data_config,
         dataset_classes,
         out_dir=out_dir,
@@ -354,13 +87,13 @@ def evaluate(
 
 
 def score_tiles(
-    tiles: Iterable[TileResult],
+    tiles: Iterable[tile_predictions.TileResult],
     data_config: DataConfig,
     class_table: dataset_root.ClassTable,
     out_dir: str | None = None,
     write_images: bool = False,
     metadata: Mapping[str, Any] | None = None,
-    on_tile: Callable[[TileResult], None] | None = None,
+    on_tile: Callable[[tile_predictions.TileResult], None] | None = None,
 ) -> dict[str, Any]:
     """Scores predicted tiles of any predictor and, with `out_dir`, writes the evaluation files.
 
@@ -368,7 +101,7 @@ def score_tiles(
     TileResults to get the same summary and files.
 
     Args:
-      tiles: the TileResults of `data_config`'s partition.
+      tiles: the TileResults (`tile_predictions`) of `data_config`'s partition.
       data_config: the partition they come from (for the summary's `data` entry).
       class_table: the dataset's classes.
       out_dir: where to write; None writes nothing.
@@ -434,22 +167,20 @@ def write_results(
     rows: list[dict[str, Any]],
 ) -> None:
     """Writes metrics.json, report.md, confusion_matrix.png and tiles.csv into `out_dir`."""
-    tf.io.gfile.makedirs(out_dir)
-    with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-        handle.write("\n")
-    with tf.io.gfile.GFile(os.path.join(out_dir, "report.md"), "w") as handle:
-        handle.write(_report_header(summary))
-        handle.write(reports.classification_report_markdown(summary, class_table.known_names))
+    files.write_json(os.path.join(out_dir, "metrics.json"), summary)
+    files.write_text(
+        os.path.join(out_dir, "report.md"),
+        _report_header(summary)
+        + reports.classification_report_markdown(summary, class_table.known_names),
+    )
     reports.confusion_matrix_figures_png(
         confusion, class_table.known_names, os.path.join(out_dir, "confusion_matrix.png")
     )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TILE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=tile_predictions.TILE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    with tf.io.gfile.GFile(os.path.join(out_dir, "tiles.csv"), "w") as handle:
-        handle.write(buffer.getvalue())
+    files.write_text(os.path.join(out_dir, "tiles.csv"), buffer.getvalue())
     logging.info("wrote metrics.json, report.md, confusion_matrix.png, tiles.csv to %s", out_dir)
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, images, model_dir, models
+from mtlcc_tf import evaluate_lib, images, model_dir, models, tile_predictions
 from mtlcc_tf.model_config import ModelConfig
 from tests.conftest import CLASSES, write_random_root
 
@@ -145,15 +145,17 @@ def test_class_mismatch_names_the_files(tmp_path):
     root = str(tmp_path / "root")
     write_random_root(root, num_tiles=2, pix10=6, nobs=3)
     fewer = dataset_root.ClassTable(ids=(0, 1, 5, 22), names=("unknown", "a", "b", "c"))
-    with pytest.raises(evaluate_lib.ClassMismatchError, match="classes.txt"):
+    with pytest.raises(tile_predictions.ClassMismatchError, match="classes.txt"):
         evaluate_lib.evaluate(tiny_model(), eval_config(root), fewer)
     other_ids = dataset_root.ClassTable(ids=(0, 1, 5, 22, 27), names=CLASSES.names)
-    with pytest.raises(evaluate_lib.ClassMismatchError, match="class ids differ"):
-        evaluate_lib.check_classes(other_ids, CLASSES)
-    with pytest.raises(evaluate_lib.ClassMismatchError, match=r"outputs 3 classes.*classes.txt"):
-        next(evaluate_lib.predict_tiles(tiny_model(num_classes=3), eval_config(root)))
+    with pytest.raises(tile_predictions.ClassMismatchError, match="class ids differ"):
+        tile_predictions.check_classes(other_ids, CLASSES)
+    with pytest.raises(
+        tile_predictions.ClassMismatchError, match=r"outputs 3 classes.*classes.txt"
+    ):
+        next(tile_predictions.predict_tiles(tiny_model(num_classes=3), eval_config(root)))
     with pytest.raises(ValueError, match="training=False"):
-        next(evaluate_lib.predict_tiles(tiny_model(), DataConfig(root=root)))
+        next(tile_predictions.predict_tiles(tiny_model(), DataConfig(root=root)))
 
 
 def test_tile_result_statistics():
@@ -162,7 +164,7 @@ def test_tile_result_statistics():
     probabilities[..., 0] = 0.4
     labels = np.array([[1, 0], [-1, 1]], np.int32)
     cloud_mask = np.array([[[0, 1], [2, 0]], [[0, 0], [0, 0]]], np.uint8)
-    tile = evaluate_lib.TileResult(
+    tile = tile_predictions.TileResult(
         "7", "2017", 2017, "x", probabilities, labels, cloud_mask, np.array([10, 20], np.int32)
     )
     assert tile.num_known_pixels == 3 and tile.num_correct_pixels == 2
@@ -170,7 +172,7 @@ def test_tile_result_statistics():
     assert tile.cloud_coverage == pytest.approx(2 / 8)
     np.testing.assert_allclose(tile.pixel_cloud_coverage, [[0, 0.5], [0.5, 0]])
     np.testing.assert_array_equal(tile.confusion(3), [[0, 1, 0], [0, 2, 0], [0, 0, 0]])
-    no_labels = evaluate_lib.TileResult(
+    no_labels = tile_predictions.TileResult(
         "8", "2017", None, "x", probabilities, -np.ones_like(labels), None, np.zeros([0], np.int32)
     )
     assert math.isnan(no_labels.accuracy) and no_labels.row()["accuracy"] == ""
