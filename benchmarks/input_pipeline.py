@@ -1,6 +1,6 @@
 """Input pipeline throughput vs. one training step, simulator tiles/s, bytes per tile per schema.
 
-    .venv/bin/python benchmarks/input_pipeline.py [--pix10=48 --nobs=46 --batch_size=4]
+    .venv/bin/python benchmarks/input_pipeline.py [--pix10=48 --nobs=46 --batchsize=4]
 
 Prints human-readable lines, then as its last line one JSON object with every figure.
 """
@@ -23,7 +23,7 @@ from mtlcc_tf import hardware  # noqa: E402
 
 _PIX10 = flags.DEFINE_integer("pix10", 48, "Tile size in 10 m pixels.")
 _NOBS = flags.DEFINE_integer("nobs", 46, "Time steps per record.")
-_BATCH = flags.DEFINE_integer("batch_size", 4, "Batch size of the pipeline and the train step.")
+_BATCH = flags.DEFINE_integer("batchsize", 4, "Batch size of the pipeline and the train step.")
 _NUM_TILES = flags.DEFINE_integer("num_tiles", 36, "Tiles simulated per year for the dataset.")
 _BATCHES = flags.DEFINE_integer("batches", 60, "Batches timed from the input pipeline.")
 _FILTERS = flags.DEFINE_integer("filters", 64, "ConvLSTM filters of the timed train step.")

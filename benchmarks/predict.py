@@ -41,7 +41,7 @@ _REPEAT_TILE = flags.DEFINE_bool(
 _FILTERS = flags.DEFINE_integer("filters", 8, "ConvGRU filters per direction.")
 _TILE_SIZE = flags.DEFINE_integer("tile_size", 48, "Window size in 10 m pixels.")
 _OVERLAP = flags.DEFINE_integer("overlap", 16, "Window overlap in pixels.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Windows per model call.")
+_BATCH_SIZE = flags.DEFINE_integer("batchsize", 4, "Windows per model call.")
 
 
 def reset_peak_rss() -> bool:

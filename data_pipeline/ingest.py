@@ -61,8 +61,7 @@ def main(argv: list[str]) -> int:
     try:
         summary = ingest_lib.ingest(config)
     except (FileExistsError, ValueError, dataset_root.DatasetError) as error:
-        print(f"ingest: error: {error}", file=sys.stderr)
-        return 2
+        sys.exit(f"ingest: {error}")
     print(json.dumps(summary, indent=1, default=str))
     return 0
 

@@ -27,8 +27,7 @@ def main(argv):
     try:
         report = inspection.inspect_root(argv[1], tuple(_YEARS.value), progress)
     except dataset_root.DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        sys.exit(f"inspect: {error}")
     print(json.dumps(report, indent=None) if _JSON.value else inspection.format_report(report))
     if report["corrupt"] and not _SKIP_CORRUPT.value:
         print(f"{len(report['corrupt'])} bad record(s); see above", file=sys.stderr)

@@ -211,8 +211,12 @@ def create_geotiff(
     epsg: int,
     band_names: tuple[str, ...] = (),
 ) -> gdal.Dataset:
-    """Creates a tiled, DEFLATE-compressed GeoTIFF to write windows into; close by dropping it."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """Creates a tiled, DEFLATE-compressed GeoTIFF to write windows into; close by dropping it.
+
+    `path` may be a GDAL virtual path (/vsimem/...); local parent folders are created.
+    """
+    if not path.startswith("/vsi"):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     driver = gdal.GetDriverByName("GTiff")
     dataset = driver.Create(
         path, width, height, num_bands, _gdal_type(dtype), options=list(GEOTIFF_OPTIONS)

@@ -75,8 +75,7 @@ def main(argv: list[str]) -> int:
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except (FileExistsError, ValueError) as error:
-        print(f"synthesize: error: {error}", file=sys.stderr)
-        return 2
+        sys.exit(f"synthesize: {error}")
     print(json.dumps(summary, indent=1, default=str))
     return 0
 

@@ -29,8 +29,7 @@ def main(argv: list[str]) -> int:
     try:
         paths = rasters.record_to_geotiffs(_RECORD.value, _OUT_DIR.value, root)
     except (ValueError, dataset_root.DatasetError) as error:
-        print(f"tfrecord2tif: error: {error}", file=sys.stderr)
-        return 2
+        sys.exit(f"tfrecord2tif: {error}")
     print(f"wrote {len(paths)} GeoTIFFs to {_OUT_DIR.value}")
     return 0
 

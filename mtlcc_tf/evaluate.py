@@ -40,7 +40,9 @@ _WRITE_IMAGES = flags.DEFINE_bool(
 _CLOUD_INJECTION = flags.DEFINE_float(
     "cloud_injection", 0.0, "Fraction of observations that get simulated clouds added."
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the cloud injection.")
+_DATA_SEED = flags.DEFINE_integer(
+    "data_seed", 0, "Seed of the cloud injection (as mtlcc_tf.train's --data_seed)."
+)
 _SKIP_CORRUPT = flags.DEFINE_bool(
     "skip_corrupt", False, "Skip unreadable records (each is logged) instead of failing."
 )
@@ -66,7 +68,7 @@ def main(argv: list[str]) -> None:
             augment=False,
             skip_corrupt=_SKIP_CORRUPT.value,
             cloud_injection=_CLOUD_INJECTION.value,
-            seed=_SEED.value,
+            seed=_DATA_SEED.value,
         ).validate()
         tile_predictions.check_classes(
             run_config.classes,

@@ -74,16 +74,15 @@ def _gdal():
     return gdal, osr
 
 
-def _create_geotiff(path: str, array: np.ndarray, data_type: int, geotransform) -> object:
-    gdal, osr = _gdal()
+def _create_geotiff(path: str, array: np.ndarray, geotransform) -> object:
+    """A one-band GeoTIFF holding `array` ([height, width]), through `rasters.create_geotiff`."""
+    _gdal()  # a clear message where GDAL is missing
+    from data_pipeline import rasters  # noqa: PLC0415 - rasters needs GDAL at import
+
     height, width = array.shape
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    driver = gdal.GetDriverByName("GTiff")
-    dataset = driver.Create(path, width, height, 1, data_type, options=["COMPRESS=DEFLATE"])
-    dataset.SetGeoTransform(geotransform.gdal())
-    reference = osr.SpatialReference()
-    reference.ImportFromEPSG(int(geotransform.srid))
-    dataset.SetProjection(reference.ExportToWkt())
+    dataset = rasters.create_geotiff(
+        path, width, height, 1, array.dtype, geotransform.gdal(), int(geotransform.srid)
+    )
     dataset.GetRasterBand(1).WriteArray(array)
     return dataset
 
@@ -106,18 +105,17 @@ def write_class_geotiff(
       geotransform: the tile's geotransform and EPSG code (from geotransforms.csv).
       class_table: the dataset's classes.
     """
-    gdal, _ = _gdal()
     known_ids = np.asarray(class_table.known_ids, np.int64)
     label_ids = np.where(class_indices < 0, dataset_root.UNKNOWN_ID, known_ids[class_indices])
     max_id = int(max(class_table.ids))
     # GTiff colour tables exist for Byte and UInt16 only.
     if max_id < 256:
-        data_type, dtype = gdal.GDT_Byte, np.uint8
+        dtype = np.uint8
     elif max_id < 65536:
-        data_type, dtype = gdal.GDT_UInt16, np.uint16
+        dtype = np.uint16
     else:
         raise ValueError(f"label id {max_id} does not fit a uint16 GeoTIFF")
-    dataset = _create_geotiff(path, label_ids.astype(dtype), data_type, geotransform)
+    dataset = _create_geotiff(path, label_ids.astype(dtype), geotransform)
     describe_class_band(dataset.GetRasterBand(1), class_table)
     dataset.FlushCache()
     dataset = None  # closing the GDAL dataset writes the file
@@ -148,8 +146,7 @@ def write_float_geotiff(
     description: str = "",
 ) -> None:
     """Writes float32 [height, width] values (e.g. confidence) as a georeferenced GeoTIFF."""
-    gdal, _ = _gdal()
-    dataset = _create_geotiff(path, values.astype(np.float32), gdal.GDT_Float32, geotransform)
+    dataset = _create_geotiff(path, values.astype(np.float32), geotransform)
     if description:
         dataset.GetRasterBand(1).SetDescription(description)
     dataset.FlushCache()

@@ -35,7 +35,7 @@ _TILE_SIZE = flags.DEFINE_integer("tile_size", 48, "Window size in 10 m pixels (
 _OVERLAP = flags.DEFINE_integer(
     "overlap", 16, "Pixels shared by neighbouring windows (rounded up to a 6 px stride)."
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Windows per model call.")
+_BATCHSIZE = flags.DEFINE_integer("batchsize", 4, "Windows per model call.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "best", "For a model directory: 'best', 'last' or a checkpoint path."
 )
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
         confidence_output=_CONFIDENCE_OUTPUT.value,
         tile_size=_TILE_SIZE.value,
         overlap=_OVERLAP.value,
-        batch_size=_BATCH_SIZE.value,
+        batch_size=_BATCHSIZE.value,
         year=_YEAR.value,
     )
     try:

