@@ -12,7 +12,6 @@ from data_pipeline.simulation import (
     acquisitions,
     clouds,
     crops,
-    injection,
     phenology,
     simulator,
     spectra,
@@ -279,23 +278,6 @@ def test_shadows_displaced_from_their_clouds():
     cloud = fields["cloud"] >= clouds.CLOUD_OPACITY
     overlap = (shadow & cloud).sum() / max(shadow.sum(), 1)
     assert shadow[0].sum() > 100 and overlap < 0.6
-
-
-def test_inject_clouds():
-    tile = _tiles(simulator.SimulationConfig(1, 1, 24, (2016,), nobs=46, cloud_rate=0.0))[0][1]
-    args = (tile.x10, tile.x20, tile.x60, tile.doy)
-    x10, x20, x60, mask = injection.inject_clouds(*args, seed=3, fraction=0.7)
-    again = injection.inject_clouds(*args, seed=3, fraction=0.7)
-    for a, b in zip((x10, x20, x60, mask), again, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert x10.dtype == tile.x10.dtype and mask.shape == tile.x10.shape[:3]
-    assert mask.any() and not np.array_equal(x10, tile.x10)
-    assert not x10[tile.doy == 0].any()  # padding untouched
-    assert (x10[..., 2][mask == 1].astype(float) - tile.x10[..., 2][mask == 1]).mean() > 1000
-    _assert_mask_matches_brightness((x10, x20), (tile.x10, tile.x20), mask)
-    unchanged = injection.inject_clouds(*args, seed=3, fraction=0.0)
-    np.testing.assert_array_equal(unchanged[0], tile.x10)
-    assert not unchanged[3].any()
 
 
 def test_spatial_split_has_margins():

@@ -1,10 +1,9 @@
 """Simulated Sentinel-2 L1C crop-mapping datasets: parcels, phenology, spectra and clouds."""
 
 # `simulate_dataset` writes TFRecords, so it (and TensorFlow) is imported on first use only:
-# simulating tiles in memory, and cloud injection, need numpy alone.
+# simulating tiles in memory needs numpy alone.
 
 from data_pipeline.simulation.crops import CLASS_IDS, CLASS_NAMES
-from data_pipeline.simulation.injection import inject_clouds
 from data_pipeline.simulation.simulator import (
     SimulatedTile,
     SimulationConfig,
@@ -18,7 +17,6 @@ __all__ = [
     "CLASS_NAMES",
     "SimulatedTile",
     "SimulationConfig",
-    "inject_clouds",
     "measure_tiles_per_second",
     "simulate_dataset",
     "simulate_scene",

@@ -1,10 +1,11 @@
 """Test-time cloud injection in pure TensorFlow (stateless random ops), for use inside tf.data.
 
-The same model as `injection.inject_clouds` (numpy): multi-scale B-spline noise thresholded to a
-random cover, soft edges, shadows cast from one sun-dependent offset up-sun (clouds outside the
-tile cast shadows into it), haze and cirrus; the same spectra and mask thresholds. Thresholds
-come from the noise's (Gaussian) distribution instead of an empirical quantile, and random
-numbers differ, so the two agree in distribution, not value by value.
+The simulator's cloud model (`clouds`, numpy, which writes the records' clouds) in graph-mode
+ops: multi-scale B-spline noise thresholded to a random cover, soft edges, shadows cast from one
+sun-dependent offset up-sun (clouds outside the tile cast shadows into it), haze and cirrus; the
+same spectra and mask thresholds. Thresholds come from the noise's (Gaussian) distribution
+instead of an empirical quantile. This is the package's one cloud injection (the input
+pipeline's `cloud_injection`).
 """
 
 from __future__ import annotations
