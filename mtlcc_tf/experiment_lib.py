@@ -250,7 +250,8 @@ def _run_process(command: list[str], log_path: str) -> None:
         )
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """{"mean", "std" (sample; 0 for one value), "n"} of `values`."""
     mean = sum(values) / len(values)
     variance = sum((value - mean) ** 2 for value in values) / max(len(values) - 1, 1)
     return {"mean": mean, "std": math.sqrt(variance), "n": len(values)}
@@ -268,7 +269,7 @@ def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict
             "kind": variant.kind,
             "args": list(variant.args),
             "seeds": [run["seed"] for run in runs],
-            "train_seconds": _mean_std([run["train_seconds"] for run in runs]),
+            "train_seconds": mean_std([run["train_seconds"] for run in runs]),
             "parameters": runs[0]["parameters"],
             "partitions": {},
         }
@@ -285,9 +286,9 @@ def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict
                     summaries.append(json.load(handle))
             names = list(summaries[0]["per_class"])
             row["partitions"][partition] = {
-                **{key: _mean_std([s[key] for s in summaries]) for key in HEADLINE_KEYS},
+                **{key: mean_std([s[key] for s in summaries]) for key in HEADLINE_KEYS},
                 "per_class_f1": {
-                    name: _mean_std([s["per_class"][name]["f1"] for s in summaries])
+                    name: mean_std([s["per_class"][name]["f1"] for s in summaries])
                     for name in names
                 },
                 "num_pixels": summaries[0]["num_pixels"],

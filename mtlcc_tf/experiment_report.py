@@ -9,7 +9,7 @@ from typing import Any
 from data_pipeline import files
 
 
-def _cell(statistics: dict[str, float], digits: int = 3) -> str:
+def cell(statistics: dict[str, float], digits: int = 3) -> str:
     if statistics["n"] > 1:
         return f"{statistics['mean']:.{digits}f} ± {statistics['std']:.{digits}f}"
     return f"{statistics['mean']:.{digits}f}"
@@ -41,9 +41,9 @@ def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
             metrics = row["partitions"][partition]
             flags_text = " ".join(row["args"]) or "(base)"
             lines.append(
-                f"| {row['variant']} | {_cell(metrics['overall_accuracy'])} | "
-                f"{_cell(metrics['kappa'])} | {_cell(metrics['macro_f1'])} | "
-                f"{_cell(row['train_seconds'], 0)} | {row['parameters'] or '-'} | "
+                f"| {row['variant']} | {cell(metrics['overall_accuracy'])} | "
+                f"{cell(metrics['kappa'])} | {cell(metrics['macro_f1'])} | "
+                f"{cell(row['train_seconds'], 0)} | {row['parameters'] or '-'} | "
                 f"`{flags_text}` |"
             )
         lines.append("")
@@ -58,7 +58,7 @@ def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
             "|---|" + "---|" * len(rows),
         ]
         for name in names:
-            cells = [_cell(row["partitions"][last]["per_class_f1"][name], 2) for row in rows]
+            cells = [cell(row["partitions"][last]["per_class_f1"][name], 2) for row in rows]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -120,7 +120,7 @@ def train_scalars(
     return scalars
 
 
-def _rgb(inputs_t: np.ndarray) -> np.ndarray:
+def true_colour(inputs_t: np.ndarray) -> np.ndarray:
     """uint8 [height, width, 3] true-colour picture of one observation [height, width, 15]."""
     rgb = np.clip(inputs_t[..., list(RGB_CHANNELS)] * RGB_GAIN, 0.0, 1.0)
     return np.round(rgb * 255).astype(np.uint8)
@@ -170,8 +170,8 @@ def tile_panel(
     confidence = probabilities.max(axis=-1)
     confidence_rgb = np.round(np.stack([confidence] * 3, axis=-1) * 255).astype(np.uint8)
     panels = [
-        _rgb(inputs[clear]),
-        _rgb(inputs[cloudy]),
+        true_colour(inputs[clear]),
+        true_colour(inputs[cloudy]),
         images.colorize(labels, num_classes),
         images.colorize(probabilities.argmax(axis=-1), num_classes),
         confidence_rgb,
