@@ -51,7 +51,9 @@ _SAMPLE_FRACTION = flags.DEFINE_float(
     "sample_fraction", 0.25, "Share of pixel-observations the AUCs are computed on.",
     lower_bound=1e-6, upper_bound=1.0,
 )  # fmt: skip
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the sample (the same pixels for every run).")
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seed of the sample (the same pixels for every run) and of untrained weights."
+)
 _TOP = flags.DEFINE_integer("top", 10, "Best cells listed per run.", lower_bound=1)
 _NUM_PICTURED = flags.DEFINE_integer("num_pictured", 4, "Best cells drawn per row.", lower_bound=1)
 _IMAGE_TILE = flags.DEFINE_integer(
@@ -74,7 +76,7 @@ def _load(row: cloud_coverage_lib.Row, run: str, untrained: bool):
     run_config = model_dir.read_run_config(run)
     import keras
 
-    keras.utils.set_random_seed(1000 + row.runs.index(run))
+    keras.utils.set_random_seed(1000 * _SEED.value + row.runs.index(run))
     model = models.build_model(run_config.model)
     model(model_dir.dummy_inputs(run_config.model))
     return model, run_config

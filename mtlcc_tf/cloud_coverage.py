@@ -42,8 +42,8 @@ _LEVELS = flags.DEFINE_list(
     "injection_levels", [str(level) for level in cloud_coverage_lib.DEFAULT_LEVELS],
     "Fractions of observations that get injected clouds; 0 scores the tiles as recorded.",
 )  # fmt: skip
-_INJECTION_SEED = flags.DEFINE_integer(
-    "injection_seed", 0, "Seed of the injected clouds (the same for every row)."
+_DATA_SEED = flags.DEFINE_integer(
+    "data_seed", 0, "Seed of the injected clouds (the same clouds for every row)."
 )
 _PARTITION = flags.DEFINE_enum("partition", "eval", dataset_root.PARTITIONS, "Tiles to score.")
 _FOLD = flags.DEFINE_integer("fold", 0, "Fold of the train/test partitions.", lower_bound=0)
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
             out_dir=_OUT_DIR.value,
             partition=_PARTITION.value,
             fold=_FOLD.value,
-            injection_seed=_INJECTION_SEED.value,
+            injection_seed=_DATA_SEED.value,
             clear_edges=_numbers(_CLEAR_BINS.value, int, "clear_observation_bins"),
         )
         tile_edges = _numbers(_TILE_BINS.value, float, "tile_coverage_bins")
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> None:
         f" {time.monotonic() - start:.0f} s (scores cached before this run not counted)",
         f"- tiles: partition '{settings.partition}' (fold {settings.fold}) of `{_DATADIR.value}`"
         + (f" and of its clear twin `{_CLEAR_DATADIR.value}`" if _CLEAR_DATADIR.value else "")
-        + f"; injected clouds seeded by {settings.injection_seed}",
+        + f"; injected clouds from --data_seed={settings.injection_seed}",
         "- rows: " + "; ".join(
             f"{row.name} ({len(row.runs)} runs: "
             + (", ".join(row.runs) if row.kind == cloud_coverage_lib.MODEL

@@ -28,6 +28,8 @@ BAD_INPUT = {
     "mtlcc_tf.predict": ["--model={missing}", "--input={tmp}", "--output={tmp}/map.tif"],
     "mtlcc_tf.classical": ["--datadir={missing}", "--out_dir={tmp}/out"],
     "mtlcc_tf.experiment": ["--datadir={missing}", "--out_dir={tmp}/out", "--variant=a"],
+    "mtlcc_tf.cloud_coverage": ["--datadir={missing}", "--out_dir={tmp}/out", "--classical=a=raw"],
+    "mtlcc_tf.cloud_cells": ["--datadir={tmp}", "--out_dir={tmp}/out", "--model=a={missing}/*"],
 }
 
 
