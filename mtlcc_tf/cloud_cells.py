@@ -5,7 +5,8 @@ python -m mtlcc_tf.cloud_cells --flagfile=experiments/cloud_cells.flags
 For every model directory of every `--model=NAME=GLOB` row (and, with `--untrained=NAME`, the
 same architectures randomly initialised), ranks every channel of every per-step state, and its
 change between steps, by ROC-AUC against the per-pixel cloud mask (`cloud_cells_lib`), beside the
-input bands as detectors. Writes per run the ranking (cached: a rerun resumes), per row the best
+input bands as detectors. Writes per run the ranking (cached: a rerun resumes) and a TensorBoard run
+(`<out_dir>/tensorboard/<row>/<run>`: best scores, best-cells picture), per row the best
 cells over time for the first image tile, every state of the first row's first run as per-step
 frames and an animated GIF, and a report comparing the rows.
 """
@@ -32,6 +33,7 @@ from mtlcc_tf import (
     hardware,
     model_dir,
     models,
+    summaries,
 )
 
 _DATADIR = flags.DEFINE_string("datadir", None, "Dataset root with cloud masks.")
@@ -129,8 +131,22 @@ def _analyse(row, run, untrained, data_config, image, out_dir, first) -> dict[st
             with files.atomic_path(os.path.join(pictures, run_name, f"t{step:02d}.png")) as tmp:
                 tf.io.write_file(tmp, tf.io.encode_png(frame))
         cloud_cells_images.write_gif(os.path.join(pictures, f"{run_name}_states.gif"), frames)
+    _write_tensorboard(os.path.join(out_dir, "tensorboard", name, run_name), ranking, pictures)
     files.write_json(path, ranking)
     return ranking
+
+
+def _write_tensorboard(directory: str, ranking: dict[str, Any], pictures: str) -> None:
+    """The run's best scores and its best-cells picture, one TensorBoard run per model."""
+    summary = cloud_cells_report.summarize([ranking])["rows"][0]["runs"][0]
+    picture = tf.io.decode_png(tf.io.read_file(
+        os.path.join(pictures, f"{ranking['run']}_best_cells.png")), channels=3)  # fmt: skip
+    writer = tf.summary.create_file_writer(directory)
+    with writer.as_default():
+        for key in ("best_activation", "best_change", "strong_cells"):
+            summaries.scalar(f"cloud_cells/{key}", summary[key], 0)
+        summaries.image("cloud_cells/best_cells", picture.numpy(), 0, "best cloud cells over time")
+    writer.close()
 
 
 def main(argv: list[str]) -> None:

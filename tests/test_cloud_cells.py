@@ -123,6 +123,7 @@ def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(trained, 
     for name in ("detector_scores.png", "tiny_seed_0_best_cells.png", "tiny_seed_0_states.gif",
                  "tiny_untrained_seed_0_best_cells.png", "results.md"):  # fmt: skip
         assert os.path.getsize(os.path.join(results_dir, name)) > 0, name
+    assert os.listdir(os.path.join(out_dir, "tensorboard", "tiny_untrained", "seed_0"))
     frames = os.listdir(os.path.join(out_dir, "pictures", "tiny", "seed_0"))
     assert frames and all(name.endswith(".png") for name in frames)
     # Rankings are cached: a rerun without the checkpoints still reports the same.
