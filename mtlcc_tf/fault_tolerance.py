@@ -70,8 +70,12 @@ def checkpoint_managers(
     return last, best
 
 
-def restore(manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint) -> bool:
+def restore(
+    manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint, partial: bool = False
+) -> bool:
     """Restores the manager's latest checkpoint, if any; returns whether there was one.
+
+    With `partial`, the file may hold more than `checkpoint` (e.g. an input iterator left out).
 
     Raises:
         ValueError: the checkpoint does not fit (another model, another input pipeline).
@@ -80,7 +84,10 @@ def restore(manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint
     if not path:
         return False
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()
+        status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise ValueError(
             f"{path}: cannot resume from this checkpoint ({error}); did the model or data "

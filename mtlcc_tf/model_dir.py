@@ -168,6 +168,57 @@ def check_resumable(
             )
 
 
+def read_runtime_record(model_dir: str) -> dict[str, Any]:
+    """The "runtime" entry of config.json (what was resolved and recorded); {} if none."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    try:
+        with tf.io.gfile.GFile(path) as handle:
+            return dict(json.load(handle).get("runtime") or {})
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: malformed run config: {error!r}") from error
+
+
+def resume_changes(model_dir: str, data_config: DataConfig, num_train_files: int) -> list[str]:
+    """What differs in the training data settings of a run being resumed: 'field: old -> new'.
+
+    Compares `data_config` with the DataConfig in config.json, and the number of training
+    files with the one recorded there (runtime.train_files). Empty for a new model directory.
+    """
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    previous = read_run_config(model_dir).data
+    changes = [
+        f"{key}: {value!r} -> {getattr(data_config, key)!r}"
+        for key, value in dataclasses.asdict(previous).items()
+        if value != getattr(data_config, key)
+    ]
+    files_before = read_runtime_record(model_dir).get("train_files")
+    if files_before is not None and files_before != num_train_files:
+        changes.append(f"training files: {files_before} -> {num_train_files}")
+    return changes
+
+
+def remove_partial_checkpoints(model_dir: str) -> list[str]:
+    """Deletes the `<name>_temp` folders an interrupted checkpoint write leaves; returns them.
+
+    Only call it when no process of the run is writing (at start-up).
+    """
+    patterns = [
+        os.path.join(model_dir, folder, "*_temp")
+        for folder in (CHECKPOINTS, BEST, os.path.join("workers", "*", CHECKPOINTS))
+    ]
+    removed = []
+    for pattern in patterns:
+        for path in sorted(tf.io.gfile.glob(pattern)):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+                removed.append(path)
+    return removed
+
+
 def checkpoint_dir(model_dir: str, which: str = "last") -> str:
     """`model_dir/checkpoints` ("last") or `model_dir/best` ("best")."""
     if which not in ("best", "last"):

@@ -286,16 +286,25 @@ def main(argv: list[str]) -> None:
         model, train_data, eval_data, train, runtime = configs_from_flags(
             FLAGS, classes.num_classes
         )
+        if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
+            raise ValueError(f"--model_dir={FLAGS.model_dir} is a file, not a folder")
         splits = (
             input_pipeline.list_split_files(train_data, root),
             input_pipeline.list_split_files(eval_data, root),
         )
+        samples = train_data.temporal_samples
+        if samples is not None and samples > splits[0].time_steps:
+            raise ValueError(
+                f"--temporal_samples={samples} exceeds the {splits[0].time_steps} time steps per "
+                f"record of {FLAGS.datadir} (nobs in dataset.ini); use at most that, or 0 for all"
+            )
         # Before flags.txt is replaced: a model directory holds one model.
         model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
         if runtime.strategy == "multi_worker":
             distribute.check_tf_config()
     except (ValueError, dataset_root.DatasetError) as error:
-        raise app.UsageError(str(error)) from error
+        # One line, not absl's usage text (every flag of the module) above it.
+        sys.exit(f"train: {error}\n(python -m mtlcc_tf.train --helpfull lists every flag)")
     if distribute.is_chief_task(runtime.strategy):
         write_flags(os.path.join(FLAGS.model_dir, "flags.txt"))
     # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.

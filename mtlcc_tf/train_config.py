@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -72,6 +73,9 @@ class TrainConfig:
 
         require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         require(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
+        for field in ("learning_rate", "adam_epsilon", "weight_decay", "class_weight_power"):
+            require(math.isfinite(getattr(self, field)), field, "must be a finite number")
+        require(self.clipnorm is None or math.isfinite(self.clipnorm), "clipnorm", "must be finite")
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
         require(self.adam_epsilon > 0, "adam_epsilon", "must be > 0")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")

@@ -197,7 +197,21 @@ def train_and_evaluate(
         )
     steps_per_epoch, total_steps = _steps(train_config, len(split.files), train_data.batch_size)
     model_dir_lib.check_resumable(model_dir, model_config, classes)
+    changes = model_dir_lib.resume_changes(model_dir, train_data, len(split.files))
+    if changes:
+        logging.warning(
+            "resuming %s with other training data settings than its run so far (old -> new): "
+            "%s; the steps already taken saw the old ones, and the input position is not "
+            "restored (the data order starts afresh)",
+            model_dir, "; ".join(changes),
+        )  # fmt: skip
+    runtime_record["train_files"] = len(split.files)
     if chief:
+        for path in model_dir_lib.remove_partial_checkpoints(model_dir):
+            logging.warning("removed %s, left by an interrupted checkpoint write", path)
+        earlier = model_dir_lib.read_runtime_record(model_dir).get("resumed_with_changes", [])
+        if earlier or changes:
+            runtime_record["resumed_with_changes"] = [*earlier, *changes]
         model_dir_lib.write_run_config(
             model_dir, model_config, train_data, classes, runtime=runtime_record
         )
@@ -217,6 +231,7 @@ def train_and_evaluate(
             steps_per_epoch,
             total_steps,
             splits,
+            restore_input_position=not changes,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -234,8 +249,13 @@ def _train_loop(
     steps_per_epoch,
     total_steps,
     splits,
+    restore_input_position=True,
 ) -> TrainResult:
-    """The loop of `train_and_evaluate`, under the run's precision policy."""
+    """The loop of `train_and_evaluate`, under the run's precision policy.
+
+    Without `restore_input_position` a resumed run restores the model, optimizer and step but
+    not the saved input iterator (whose pipeline no longer matches the data settings).
+    """
     chief = distribute.is_chief(strategy)
     with strategy.scope():
         model = create_model(model_config, train_config.seed)
@@ -267,7 +287,11 @@ def _train_loop(
         model_dir_lib.model_checkpoint(model, step=step),
         train_config.keep_checkpoints,
     )
-    resumed = fault_tolerance.restore(last_manager, checkpoint)
+    if restore_input_position:
+        resumed = fault_tolerance.restore(last_manager, checkpoint)
+    else:
+        without_input = model_dir_lib.model_checkpoint(model, optimizer=optimizer, step=step)
+        resumed = fault_tolerance.restore(last_manager, without_input, partial=True)
     initial_step = int(step.numpy())
     logging.info(
         "%s at step %d of %d (%d per epoch)",

@@ -284,6 +284,8 @@ def test_non_finite_loss_raises_naming_the_step(root, tmp_path, monkeypatch):
         (["--weight_decay=0.1"], "needs optimizer='adamw'"),
         (["--nonsense=1"], "Unknown command line flag 'nonsense'"),
         (["--train_on=2031"], "no section for ['2031']"),
+        (["--learning_rate=inf"], "learning_rate=inf is invalid: must be a finite number"),
+        (["--temporal_samples=50"], "--temporal_samples=50 exceeds the 6 time steps"),
     ],
 )
 def test_bad_flags_fail_fast_with_a_clear_message(root, tmp_path, flags, message):
@@ -292,6 +294,36 @@ def test_bad_flags_fail_fast_with_a_clear_message(root, tmp_path, flags, message
     assert done.returncode != 0
     assert message in done.stderr, done.stderr[-2000:]
     assert not os.path.exists(model_dir)  # nothing was written, nothing heavy was built
+
+
+def test_usage_errors_are_one_line_and_a_model_dir_that_is_a_file_is_refused(root, tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    done = run_module(f"--datadir={root}", f"--model_dir={path}", timeout=120)
+    assert done.returncode == 1
+    assert f"--model_dir={path} is a file, not a folder" in done.stderr
+    assert "Peak learning rate" not in done.stderr  # no flag listing before the message
+    assert path.read_text() == "not a folder"
+
+
+def test_resume_with_other_data_settings_warns_records_and_cleans_partial_writes(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
+    assert model_dir_lib.read_runtime_record(model_dir)["train_files"] == 3
+    assert model_dir_lib.resume_changes(model_dir, tiny_configs(root)[1], 3) == []
+    partial = os.path.join(model_dir, "checkpoints", "ckpt-9_temp")
+    os.makedirs(partial)
+    model, train_data, eval_data, train, runtime = tiny_configs(root, train_steps=3)
+    train_data = dataclasses.replace(train_data, batch_size=3, seed=5)
+    assert model_dir_lib.resume_changes(model_dir, train_data, 2) == [
+        "batch_size: 2 -> 3", "seed: 0 -> 5", "training files: 3 -> 2",
+    ]  # fmt: skip
+    result = train_lib.train_and_evaluate(model, train_data, eval_data, train, runtime, model_dir)
+    assert (result.initial_step, result.step) == (2, 3)
+    assert not os.path.exists(partial)
+    assert model_dir_lib.read_runtime_record(model_dir)["resumed_with_changes"] == [
+        "batch_size: 2 -> 3", "seed: 0 -> 5",
+    ]  # fmt: skip
 
 
 def test_missing_dataset_root_fails_fast(tmp_path):
