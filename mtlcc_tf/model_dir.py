@@ -35,6 +35,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 BEST_METRICS_FILE = "metrics.json"
+VALIDATED_FILE = "validated.json"  # the last step whose validation finished
 # Checkpoint keys: the Keras model, and the same weights keyed by their Keras paths.
 MODEL_KEY = "model"
 WEIGHTS_KEY = "model_weights"
@@ -266,6 +267,19 @@ def read_best_metrics(model_dir: str) -> dict[str, Any] | None:
 
 def write_best_metrics(model_dir: str, metrics: dict[str, Any]) -> None:
     files.write_json(os.path.join(checkpoint_dir(model_dir, "best"), BEST_METRICS_FILE), metrics)
+
+
+def read_validated_step(model_dir: str) -> int | None:
+    """The last step whose validation finished (`validated.json`); None in older model dirs."""
+    path = os.path.join(model_dir, VALIDATED_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return int(json.load(handle)["step"])
+
+
+def write_validated_step(model_dir: str, step: int) -> None:
+    files.write_json(os.path.join(model_dir, VALIDATED_FILE), {"step": step})
 
 
 def weights_by_path(model: keras.Model) -> dict[str, Any]:

@@ -337,8 +337,29 @@ def _train_loop(
         if summary["kappa"] > best_kappa:
             best_kappa = summary["kappa"]
             fault_tolerance.save_best(model_dir, strategy, best_manager, current, summary)
+        if chief:
+            model_dir_lib.write_validated_step(model_dir, current)
         return summary
 
+    def is_validation_step(current: int) -> bool:
+        if current == total_steps:
+            return True
+        if train_config.eval_every:
+            return current % train_config.eval_every == 0
+        return current % steps_per_epoch == 0
+
+    validated = model_dir_lib.read_validated_step(model_dir)
+    if not resumed and chief:
+        model_dir_lib.write_validated_step(model_dir, 0)
+    elif (
+        validated is not None
+        and validated < initial_step < total_steps
+        and is_validation_step(initial_step)
+    ):
+        progress.message(
+            f"validating step {initial_step} first: the run stopped before its validation ended"
+        )
+        run_evaluation(initial_step)
     current, last_saved, validation, stopped = initial_step, initial_step, None, False
     losses, step_seconds = [], 0.0  # since the last training summary
     profiler = _Profiler(model_dir, initial_step, runtime_config.profile_steps, progress, chief)
@@ -373,11 +394,7 @@ def _train_loop(
             if end_of_epoch or (every and current % every == 0) or last_step or stopped:
                 last_manager.save(checkpoint_number=current)
                 last_saved = current
-            if train_config.eval_every:
-                evaluate_now = current % train_config.eval_every == 0
-            else:
-                evaluate_now = end_of_epoch
-            if (evaluate_now or last_step) and not stopped:
+            if is_validation_step(current) and not stopped:
                 validation = run_evaluation(current)
     profiler.stop()
     if stopped:

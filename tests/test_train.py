@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,15 +88,21 @@ def saved_step(path: str) -> int:
     return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def event_tags(folder: str) -> set[str]:
+def event_steps(folder: str) -> dict[str, set[int]]:
+    """{tag: steps it was written at} of the event files in `folder`."""
     from tensorflow.core.util import event_pb2
 
-    tags = set()
+    steps: dict[str, set[int]] = {}
     for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(path):
             event = event_pb2.Event.FromString(record.numpy())
-            tags.update(value.tag for value in event.summary.value)
-    return tags
+            for value in event.summary.value:
+                steps.setdefault(value.tag, set()).add(event.step)
+    return steps
+
+
+def event_tags(folder: str) -> set[str]:
+    return set(event_steps(folder))
 
 
 def test_smoke_run_then_resume(root, tmp_path):
@@ -324,6 +331,25 @@ def test_resume_with_other_data_settings_warns_records_and_cleans_partial_writes
     assert model_dir_lib.read_runtime_record(model_dir)["resumed_with_changes"] == [
         "batch_size: 2 -> 3", "seed: 0 -> 5",
     ]  # fmt: skip
+
+
+def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
+    assert model_dir_lib.read_validated_step(model_dir) == 2
+    # As if killed during the validation of step 2: no record of it, no best checkpoint.
+    model_dir_lib.write_validated_step(model_dir, 0)
+    for folder in ("validation", "best"):
+        shutil.rmtree(os.path.join(model_dir, folder))
+    result = train_lib.train_and_evaluate(*tiny_configs(root, train_steps=3), model_dir)
+    assert (result.initial_step, result.step) == (2, 3)
+    assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {2, 3}
+    assert model_dir_lib.read_validated_step(model_dir) == 3
+    assert model_dir_lib.read_best_metrics(model_dir)["step"] in (2, 3)
+    # A resume at a step that was validated does not validate it again.
+    shutil.rmtree(os.path.join(model_dir, "validation"))
+    train_lib.train_and_evaluate(*tiny_configs(root, train_steps=5, eval_every=5), model_dir)
+    assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {5}
 
 
 def test_missing_dataset_root_fails_fast(tmp_path):
