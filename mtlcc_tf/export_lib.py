@@ -11,7 +11,11 @@ The `serving_default` signature takes what a record holds, so a client sends wha
 Reflectances are top-of-atmosphere reflectance x 1e4 (as stored in the records, e.g. 1234.0 for
 0.1234). Batch, time, H and W are dynamic; H and W must be multiples of 6. Padding observations
 (doy 0 or an all-zero x10) may sit anywhere in time: they are moved behind the real ones and
-ignored. It returns
+ignored. The graph checks its inputs and fails with a message naming the input (an
+InvalidArgumentError) on: shapes that do not fit together, NaN or inf reflectances (send such an
+observation as padding), a doy outside 0-366, a real observation's year outside 1970-2100, real
+observations out of date order, or an empty time axis. An empty batch returns empty outputs.
+It returns
 
   class_ids      int32 [batch, H, W]     the dataset's own label ids (e.g. 22 for winter wheat)
   probabilities  float32 [batch, H, W, K]  softmax over the K classes in classes.txt order
@@ -65,6 +69,41 @@ def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
     ]  # fmt: skip
 
 
+MIN_YEAR, MAX_YEAR = 1970, 2100  # years a real observation may have (Landsat 1 onwards)
+
+
+def _check_values(x10, x20, x60, doy, year) -> list[tf.Operation]:
+    """Assertions on the values: finite reflectances, days of year and years in range, dates
+    in order. A NaN would otherwise turn a whole tile's probabilities into NaN, silently."""
+    checks = []
+    for name, value in (("x10", x10), ("x20", x20), ("x60", x60)):
+        bad = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(value)), tf.int32))
+        checks.append(tf.debugging.Assert(tf.equal(bad, 0), [
+            f"{name} holds NaN or inf values (count follows); send an observation without "
+            "valid data as padding (doy 0) and fill gaps before serving:", bad]))  # fmt: skip
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all((doy >= 0) & (doy <= 366)),
+        ["doy must be 0 (padding) or a day of year in 1-366; got min and max", tf.reduce_min(doy),
+         tf.reduce_max(doy)],
+    ))  # fmt: skip
+    real = doy > 0
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(tf.logical_not(real) | ((year >= MIN_YEAR) & (year <= MAX_YEAR))),
+        [f"year of a real observation must be in {MIN_YEAR}-{MAX_YEAR}; got min and max",
+         tf.reduce_min(year), tf.reduce_max(year)],
+    ))  # fmt: skip
+    # Real observations in date order: moved to the front (as batch_model_inputs does), their
+    # dates (year, doy) never decrease.
+    order = tf.argsort(tf.cast(tf.logical_not(real), tf.int32), axis=1, stable=True)
+    date = tf.gather(year * 400 + doy, order, axis=1, batch_dims=1)
+    both_real = tf.gather(real, order, axis=1, batch_dims=1)[:, 1:]
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(tf.logical_not(both_real) | (date[:, 1:] >= date[:, :-1])),
+        ["real observations must be in date order (year, doy); padding may sit anywhere"],
+    ))  # fmt: skip
+    return checks
+
+
 class ServingModule(tf.Module):
     """Wraps a Keras model and its class table in the signatures described in the module doc."""
 
@@ -86,10 +125,24 @@ class ServingModule(tf.Module):
     )
     def serve(self, x10, x20, x60, doy, year):
         """Predicts the classes of a batch of tiles; see the module docstring."""
-        with tf.control_dependencies(_check_shapes(x10, x20, x60, doy, year)):
+        checks = _check_shapes(x10, x20, x60, doy, year) + _check_values(x10, x20, x60, doy, year)
+        shape = tf.shape(x10)
+        checks.append(tf.debugging.Assert(
+            tf.logical_or(tf.equal(shape[0], 0), shape[1] > 0),
+            ["the time axis is empty: send at least one observation per tile"],
+        ))  # fmt: skip
+        with tf.control_dependencies(checks):
             features = transforms.batch_model_inputs(x10, x20, x60, doy, year)
-        logits = self.model(features, training=False)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        num_classes = tf.shape(self.class_ids)[0]
+
+        def predict():
+            logits = self.model(features, training=False)
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+        def nothing():  # an empty batch: empty outputs, without running the model
+            return tf.zeros(tf.stack([0, shape[2], shape[3], num_classes]), tf.float32)
+
+        probabilities = tf.cond(shape[0] > 0, predict, nothing)
         indices = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {
             "class_ids": tf.gather(self.class_ids, indices),

@@ -42,6 +42,13 @@ CLIENT = textwrap.dedent(
                    "x60": feed["x60"][:, :, :1, :1]},
         "x20": {**feed, "x20": feed["x20"][:, :, :-1]},
         "doy": {**feed, "doy": feed["doy"][:, :-1]},
+        "nan": {**feed, "x20": tf.tensor_scatter_nd_update(
+            feed["x20"], [[0, 0, 1, 1, 2]], [float("nan")])},
+        "doy_range": {**feed, "doy": tf.where(feed["doy"] > 0, 400, 0)},
+        "year_range": {**feed, "year": tf.fill(tf.shape(feed["year"]), 1900)},
+        "unsorted": {**feed, "doy": tf.reverse(feed["doy"], [1]),
+                     "year": tf.reverse(feed["year"], [1])},
+        "no_time": {key: value[:, :0] for key, value in feed.items()},
     }
     for name, bad in bad_inputs.items():
         try:
@@ -54,6 +61,8 @@ CLIENT = textwrap.dedent(
         errors["dtype"] = None
     except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
         errors["dtype"] = str(error)
+    empty = serve(**{key: value[:0] for key, value in feed.items()})
+    errors["empty_shapes"] = {key: value.shape.as_list() for key, value in empty.items()}
     with open(export_dir + "/assets/classes.txt") as handle:
         asset = handle.read()
     print(json.dumps({"classes": classes, "errors": errors, "asset": asset}))
@@ -129,6 +138,16 @@ def test_reloaded_in_a_fresh_process_matches_keras(exported, tmp_path):
     assert "x20 must be [batch, time, H/2, W/2, 6]" in errors["x20"]
     assert "doy must be [batch, time]" in errors["doy"]
     assert "expected to be a float tensor" in errors["dtype"]
+    assert "x20 holds NaN or inf values" in errors["nan"]
+    assert "doy must be 0 (padding) or a day of year in 1-366" in errors["doy_range"]
+    assert "year of a real observation must be in 1970-2100" in errors["year_range"]
+    assert "real observations must be in date order" in errors["unsorted"]
+    assert "the time axis is empty" in errors["no_time"]
+    size = tile_list[0].labels.shape[0]
+    assert errors["empty_shapes"] == {
+        "class_ids": [0, size, size], "confidence": [0, size, size],
+        "probabilities": [0, size, size, CLASSES.num_classes],
+    }  # fmt: skip
 
 
 def test_same_result_as_keras_on_sorted_input_in_process(exported):
