@@ -49,6 +49,30 @@ def is_chief_task(strategy_name: str) -> bool:
     return task_type == "worker" and task_index == 0 and "chief" not in cluster
 
 
+def split_cpu(num_devices: int) -> None:
+    """Splits the CPU into `num_devices` logical devices, so that `mirrored` has replicas on a
+    machine without GPUs (to try data-parallel training, not to go faster: they share the cores).
+
+    Call it before any TensorFlow op runs.
+
+    Raises:
+        ValueError: `num_devices` < 1, or TensorFlow already started (names the cause).
+    """
+    if num_devices < 1:
+        raise ValueError(f"--cpu_devices={num_devices}: must be >= 1")
+    if num_devices == 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
+        )
+    except RuntimeError as error:
+        message = f"--cpu_devices={num_devices}: too late, TensorFlow started ({error})"
+        raise ValueError(message) from error
+    logging.info("split the CPU into %d logical devices", num_devices)
+
+
 def create_strategy(name: str) -> tf.distribute.Strategy:
     """Creates the strategy `name` (see `RuntimeConfig.strategy`).
 

@@ -137,6 +137,12 @@ flags.DEFINE_enum(
     list(train_config.STRATEGIES),
     "auto: all GPUs if several, else default; multi_worker reads TF_CONFIG.",
 )
+flags.DEFINE_integer(
+    "cpu_devices", 1,
+    "Split the CPU into this many logical devices: with --strategy=mirrored and no GPU, one "
+    "replica each (to try data-parallel training on a CPU; they share its cores).",
+    lower_bound=1,
+)  # fmt: skip
 flags.DEFINE_enum(
     "precision",
     "auto",
@@ -281,6 +287,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
     # Fail fast: every check that needs no TensorFlow runs before the strategy and the data.
     try:
+        distribute.split_cpu(FLAGS.cpu_devices)  # before any TensorFlow op
         root = dataset_root.read_root(FLAGS.datadir)  # dataset.ini and classes.txt, read once
         classes = root.classes
         model, train_data, eval_data, train, runtime = configs_from_flags(
@@ -292,12 +299,16 @@ def main(argv: list[str]) -> None:
             input_pipeline.list_split_files(train_data, root),
             input_pipeline.list_split_files(eval_data, root),
         )
-        samples = train_data.temporal_samples
-        if samples is not None and samples > splits[0].time_steps:
-            raise ValueError(
-                f"--temporal_samples={samples} exceeds the {splits[0].time_steps} time steps per "
-                f"record of {FLAGS.datadir} (nobs in dataset.ini); use at most that, or 0 for all"
-            )
+        samples, nobs = train_data.temporal_samples, splits[0].time_steps
+        if samples is not None and samples > nobs:
+            if FLAGS["temporal_samples"].present:
+                raise ValueError(
+                    f"--temporal_samples={samples} exceeds the {nobs} time steps per record of "
+                    f"{FLAGS.datadir} (nobs in dataset.ini); use at most that, or 0 for all"
+                )
+            # The default asks for more steps than the records hold: take them all.
+            logging.info("the records hold %d time steps: training on all of them", nobs)
+            train_data = dataclasses.replace(train_data, temporal_samples=None)
         # Before flags.txt is replaced: a model directory holds one model.
         model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
         if runtime.strategy == "multi_worker":

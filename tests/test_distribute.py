@@ -212,3 +212,18 @@ def test_two_workers_train_together_and_resume(tmp_path):
     assert all("resuming at step 2 of 4" in log for log in logs), logs[1][-2000:]
     assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 4
     assert checkpoint_steps(worker_checkpoints)[-1] == 4
+
+
+def test_cpu_devices_give_mirrored_training_replicas_on_a_cpu(tmp_path):
+    from tests.conftest import write_random_root
+    from tests.test_train import run_module
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=6, pix10=12, nobs=6)
+    done = run_module(
+        f"--datadir={root}", f"--model_dir={tmp_path}/run", "--strategy=mirrored",
+        "--cpu_devices=2", "--train_steps=2", "--batchsize=2", "--convrnn_filters=2",
+        "--num_image_tiles=0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MirroredStrategy: 2 replicas in sync" in done.stderr
