@@ -1,10 +1,11 @@
 """The report of the cloud experiment: aggregates, results.md, plots and TensorBoard scalars.
 
 Reads the scores of `cloud_coverage_lib.score_rows`. Accuracy per bin of cloud coverage pools the
-tiles of every condition (the recorded data covers only a narrow range of coverage; the injected
-clouds and the clear dataset fill the rest), so a bin holds tile-condition pairs. Its 95 %
-interval is a bootstrap over tiles (all conditions and runs of a tile move together: pixels of
-one tile, and the same tile under several conditions, are not independent).
+tiles of every injection level (the recorded data covers only a narrow range of coverage; the
+injected clouds widen it), so a bin holds tile-level pairs. The clear twins are left out of the
+bins: they differ from the recorded tiles in more than coverage (no haze either) and are
+reported on their own. A bin's 95 % interval is a bootstrap over tiles (all levels and runs of a
+tile move together: pixels of one tile, and one tile at several levels, are not independent).
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def _tile_bin(coverage: float, edges: Sequence[float]) -> int:
 
 
 def _counts(
-    runs: Mapping[str, Mapping[str, dict]], tile_edges: Sequence[float]
+    runs: Mapping[str, Mapping[str, dict]], tile_edges: Sequence[float], names: Sequence[str]
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Known/correct counts [run, tile, bin] per tile-coverage bin and per clear-count bin."""
+    """Known/correct counts [run, tile, bin] per tile-coverage bin and per clear-count bin,
+    pooled over the conditions `names`."""
     run_names = list(runs)
     tiles = sorted(
         {tile["tileid"] for run in runs.values() for s in run.values() for tile in s["tiles"]}
@@ -58,7 +60,7 @@ def _counts(
     pixel_known = np.zeros((*shape, num_clear), np.int64)
     pixel_correct = np.zeros_like(pixel_known)
     for r, run in enumerate(run_names):
-        for score in runs[run].values():
+        for score in (runs[run][name] for name in names):
             for tile in score["tiles"]:
                 t = index[tile["tileid"]]
                 if tile["coverage"] is not None:
@@ -124,7 +126,8 @@ def aggregate(
             per_condition[condition.name]["num_pixels"] = values[0]["num_pixels"]
         first = next(iter(runs.values()))
         clear_edges = first[conditions[0].name]["clear_edges"]
-        _, tile_known, tile_correct, pixel_known, pixel_correct = _counts(runs, tile_edges)
+        sweep = [c.name for c in conditions if c.name != cloud_coverage_lib.CLEAR]
+        _, tile_known, tile_correct, pixel_known, pixel_correct = _counts(runs, tile_edges, sweep)
         recorded = [
             t["coverage"] for t in first[conditions[0].name]["tiles"] if t["coverage"] is not None
         ]
@@ -213,7 +216,8 @@ def markdown(results: dict[str, Any], header: Sequence[str]) -> str:
             "",
             f"## Overall accuracy per bin of {title}",
             "",
-            f"Bins by {what}, pooled over every condition above (tile-condition pairs). Cells:"
+            f"Bins by {what}, pooled over the injection levels above (tile-level pairs; the"
+            " clear twins are not in the bins). Cells:"
             " mean ± std over runs [95 % tile-bootstrap interval]; n: labelled pixels per run.",
             "",
             "| row | " + " | ".join(labels) + " |",
