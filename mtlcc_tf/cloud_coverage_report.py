@@ -23,12 +23,13 @@ from mtlcc_tf import cloud_coverage_lib, experiment_lib, experiment_report, summ
 
 DEFAULT_TILE_EDGES = (0, 10, 25, 50, 75, 90)  # percent; bins [0, 10), ..., [90, 100]
 NUM_BOOTSTRAP = 1000
+MIN_TILES_FOR_INTERVAL = 5  # a bootstrap over fewer tiles says nothing
 _METRICS = ("overall_accuracy", "kappa", "macro_f1")
 
 
 def _bin_labels(edges: Sequence[float], unit: str) -> list[str]:
-    labels = [f"{low}–{high}{unit}" for low, high in itertools.pairwise(edges)]
-    return [*labels, f"≥ {edges[-1]}{unit}"]
+    labels = [f"{low:g}–{high:g}{unit}" for low, high in itertools.pairwise(edges)]
+    return [*labels, f"≥ {edges[-1]:g}{unit}"]
 
 
 def _clear_labels(edges: Sequence[int]) -> list[str]:
@@ -90,6 +91,7 @@ def _bins(known: np.ndarray, correct: np.ndarray, labels: Sequence[str], seed: i
         }
         if run_known.min() > 0:
             entry["overall_accuracy"] = experiment_lib.mean_std(list(run_correct / run_known))
+        if run_known.min() > 0 and entry["tiles"] >= MIN_TILES_FOR_INTERVAL:
             valid = boot_known[:, b] > 0
             ratios = boot_correct[valid, b] / boot_known[valid, b]
             entry["ci95"] = [float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))]
@@ -218,7 +220,8 @@ def markdown(results: dict[str, Any], header: Sequence[str]) -> str:
             "",
             f"Bins by {what}, pooled over the injection levels above (tile-level pairs; the"
             " clear twins are not in the bins). Cells:"
-            " mean ± std over runs [95 % tile-bootstrap interval]; n: labelled pixels per run.",
+            " mean ± std over runs [95 % tile-bootstrap interval, or the number of tiles when"
+            f" fewer than {MIN_TILES_FOR_INTERVAL}]; n: labelled pixels per run.",
             "",
             "| row | " + " | ".join(labels) + " |",
             "|---|" + "---|" * len(labels),
@@ -229,10 +232,13 @@ def markdown(results: dict[str, Any], header: Sequence[str]) -> str:
                 if "overall_accuracy" not in entry:
                     cells.append("–")
                     continue
-                low, high = entry["ci95"]
+                interval = (
+                    "[{:.2f}, {:.2f}]".format(*entry["ci95"])
+                    if "ci95" in entry
+                    else f"[{entry['tiles']} tiles]"
+                )
                 cells.append(
-                    f"{_cell(entry['overall_accuracy'])} [{low:.2f}, {high:.2f}]"
-                    f" n={entry['pixels_per_run']:,}"
+                    f"{_cell(entry['overall_accuracy'])} {interval} n={entry['pixels_per_run']:,}"
                 )
             lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     ranges = [row["recorded_coverage"] for row in rows if row["recorded_coverage"]]
