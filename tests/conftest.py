@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 # 1 keeps TensorFlow warnings (tf.data logs skipped corrupt records as warnings).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -123,3 +125,25 @@ def random_root(tmp_path):
     root = str(tmp_path / "root")
     tiles = write_random_root(root)
     return root, tiles
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model(tmp_path_factory) -> tuple[str, str]:
+    """(dataset root, models folder): 4 tiles of 12 px and 5 steps, and `<models>/seed_0`, a
+    2-filter model trained on them for 2 steps by `mtlcc_tf.train`. Tests that change the model
+    folder must put it back."""
+    base = tmp_path_factory.mktemp("trained")
+    root = str(base / "root")
+    write_random_root(root, num_tiles=4, pix10=12, nobs=5)
+    model_dir = str(base / "models" / "seed_0")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={model_dir}",
+            "--convrnn_filters=2", "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
+        ],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, str(base / "models")

@@ -12,7 +12,6 @@ import pytest
 from sklearn import metrics
 
 from mtlcc_tf import cloud_cells_images, cloud_cells_lib
-from tests.conftest import write_random_root
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,26 +83,10 @@ def test_frames_show_every_channel_of_every_state():
     assert frames[0][0, 14 + 0].tolist() == [0, 0, 0]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cells")
-    root = str(base / "root")
-    write_random_root(root, num_tiles=4, pix10=12, nobs=5)
-    model_dir = str(base / "models" / "seed_0")
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={model_dir}",
-            "--convrnn_filters=2", "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
-        ],
-        cwd=REPOSITORY, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True,
-        text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root, str(base / "models")
-
-
-def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(trained, tmp_path):
-    root, models = trained
+def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(
+    tiny_trained_model, tmp_path
+):
+    root, models = tiny_trained_model
     out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")
     command = [
         sys.executable, "-m", "mtlcc_tf.cloud_cells", f"--datadir={root}", f"--out_dir={out_dir}",
@@ -140,8 +123,8 @@ def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(trained, 
     )
 
 
-def test_entry_point_refuses_an_unknown_untrained_row(trained, tmp_path):
-    root, models = trained
+def test_entry_point_refuses_an_unknown_untrained_row(tiny_trained_model, tmp_path):
+    root, models = tiny_trained_model
     done = subprocess.run(
         [sys.executable, "-m", "mtlcc_tf.cloud_cells", f"--datadir={root}",
          f"--out_dir={tmp_path}", f"--model=tiny={models}/seed_*", "--untrained=other"],

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from mtlcc_tf import cloud_coverage_lib, cloud_coverage_report, tile_predictions
-from tests.conftest import write_random_root
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,26 +115,8 @@ def test_bins_pool_conditions_and_give_intervals_around_the_accuracy():
         cloud_coverage_report.aggregate(rows, scores, conditions, (5, 50))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cloud")
-    root = str(base / "root")
-    write_random_root(root, num_tiles=4, pix10=12, nobs=5)
-    model_dir = str(base / "models" / "seed_0")
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={model_dir}",
-            "--convrnn_filters=2", "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
-        ],
-        cwd=REPOSITORY, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True,
-        text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root, str(base / "models")
-
-
-def test_entry_point_scores_models_and_baselines_and_resumes(trained, tmp_path):
-    root, models = trained
+def test_entry_point_scores_models_and_baselines_and_resumes(tiny_trained_model, tmp_path):
+    root, models = tiny_trained_model
     out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")
     command = [
         sys.executable, "-m", "mtlcc_tf.cloud_coverage", f"--datadir={root}",
@@ -181,8 +162,8 @@ def test_entry_point_scores_models_and_baselines_and_resumes(trained, tmp_path):
     assert again["rows"] == results["rows"]
 
 
-def test_entry_point_refuses_bad_flags(trained, tmp_path):
-    root, models = trained
+def test_entry_point_refuses_bad_flags(tiny_trained_model, tmp_path):
+    root, models = tiny_trained_model
     for flag, message in (
         ("--injection_levels=0,2", "fractions"),
         ("--tile_coverage_bins=5,50", "bin edges"),
