@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import time
 
 import tensorflow as tf
 from absl import app, flags, logging
@@ -67,7 +66,6 @@ def _numbers(values: list[str], kind, flag: str) -> tuple:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
-    start = time.monotonic()
     try:
         seeds = _numbers(_SEEDS.value, int, "seeds")
         rows = [cloud_coverage_lib.parse_model_row(text) for text in _MODELS.value]
@@ -104,10 +102,12 @@ def main(argv: list[str]) -> None:
         sys.exit(f"cloud_coverage: {error}")
     results = cloud_coverage_report.aggregate(rows, scores, conditions, tile_edges)
     cpu = hardware.cpu_info()
+    seconds, unrecorded = cloud_coverage_lib.total_seconds(scores)
     header = [
         f"- command: `{shlex.join(['python', '-m', 'mtlcc_tf.cloud_coverage', *sys.argv[1:]])}`",
-        f"- hardware: {cpu.model} ({cpu.kind}), {os.cpu_count()} CPUs;"
-        f" {time.monotonic() - start:.0f} s (scores cached before this run not counted)",
+        f"- hardware: {cpu.model} ({cpu.kind}), {os.cpu_count()} CPUs; scoring took "
+        + (f"{seconds / 60:.0f} min" if not unrecorded else f"unrecorded for {unrecorded} scores")
+        + " in all (model loading and forest fits included; summed over the cached scores)",
         f"- tiles: partition '{settings.partition}' (fold {settings.fold}) of `{_DATADIR.value}`"
         + (f" and of its clear twin `{_CLEAR_DATADIR.value}`" if _CLEAR_DATADIR.value else "")
         + f"; injected clouds from --data_seed={settings.injection_seed}",

@@ -21,6 +21,7 @@ import dataclasses
 import glob
 import itertools
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -228,15 +229,22 @@ def score_run(
             missing.append(condition)
     if not missing:
         return scores
+    start = time.perf_counter()
     predict = predict or (_model_predictor(run) if row.kind == MODEL else None)
     if predict is None:
         predict = _classical_predictor(row, int(run), settings)
-    for condition in missing:
+    setup_seconds = time.perf_counter() - start  # loading the model, or fitting the forest
+    for index, condition in enumerate(missing):
         logging.info("%s %s: scoring on %s", row.name, row.run_name(run), condition.name)
+        start = time.perf_counter()
         config = data_config(condition, settings.partition, settings.fold, settings.injection_seed)
         scorer = CoverageScorer(settings.clear_edges)
         summary = predict(config, scorer)
         score = _score(summary, scorer, condition)
+        # The set-up is counted once, with the first score it was needed for.
+        score["seconds"] = round(
+            time.perf_counter() - start + (setup_seconds if not index else 0), 1
+        )
         files.write_json(settings.score_path(row, run, condition), score, indent=None)
         logging.info(
             "%s %s on %s: overall accuracy %.4f, kappa %.4f",
@@ -290,6 +298,12 @@ def _classical_predictor(
         return evaluate_lib.score_tiles(tiles, config, class_table, on_tile=on_tile)
 
     return predict
+
+
+def total_seconds(scores: dict[str, dict[str, dict]]) -> tuple[float, int]:
+    """(seconds summed over every score that recorded them, scores without a record)."""
+    every = [score for runs in scores.values() for run in runs.values() for score in run.values()]
+    return sum(score.get("seconds", 0.0) for score in every), sum("seconds" not in s for s in every)
 
 
 def score_rows(rows: Sequence[Row], settings: Settings) -> dict[str, dict[str, dict]]:

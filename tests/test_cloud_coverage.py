@@ -144,6 +144,9 @@ def test_entry_point_scores_models_and_baselines_and_resumes(tiny_trained_model,
     scores = os.path.join(out_dir, "scores", "tiny", "seed_0", "injected_50.json")
     injected = json.load(open(scores, encoding="utf-8"))
     recorded = json.load(open(scores.replace("injected_50", "injected_00"), encoding="utf-8"))
+    assert injected["seconds"] >= 0 and recorded["seconds"] > 0  # the first includes loading
+    text = open(os.path.join(results_dir, "results.md"), encoding="utf-8").read()
+    assert "scoring took" in text and "unrecorded" not in text
     coverage = [tile["coverage"] for tile in injected["tiles"]]
     assert np.all(np.array(coverage) >= [t["coverage"] for t in recorded["tiles"]])
     # A rerun reads the cached scores: without any checkpoint of the model, it still succeeds.
