@@ -88,10 +88,11 @@ def restore(
         if partial:
             status.expect_partial()
         status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
+    except (AssertionError, IndexError, ValueError, tf.errors.OpError) as error:
+        # IndexError: a truncated data file ("Read less bytes than requested").
         raise ValueError(
-            f"{path}: cannot resume from this checkpoint ({error}); did the model or data "
-            "settings change? Use a new --model_dir or the original flags"
+            f"{path}: cannot resume from this checkpoint ({error}); is it damaged, or did the "
+            "model or data settings change? Use a new --model_dir or the original flags"
         ) from error
     return True
 

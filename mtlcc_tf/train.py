@@ -316,16 +316,26 @@ def main(argv: list[str]) -> None:
     except (ValueError, dataset_root.DatasetError) as error:
         # One line, not absl's usage text (every flag of the module) above it.
         sys.exit(f"train: {error}\n(python -m mtlcc_tf.train --helpfull lists every flag)")
-    if distribute.is_chief_task(runtime.strategy):
-        write_flags(os.path.join(FLAGS.model_dir, "flags.txt"))
     # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.
     quiet_tensorflow_info()
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    result = train_lib.train_and_evaluate(
-        model, train_data, eval_data, train, runtime, FLAGS.model_dir, splits=splits
-    )
+    try:
+        result = train_lib.train_and_evaluate(
+            model,
+            train_data,
+            eval_data,
+            train,
+            runtime,
+            FLAGS.model_dir,
+            splits=splits,
+            # Once the run has started or resumed: a resume that fails keeps the old flags.txt.
+            on_start=lambda: write_flags(os.path.join(FLAGS.model_dir, "flags.txt")),
+        )
+    except (ValueError, FloatingPointError) as error:
+        # E.g. a checkpoint that cannot be restored, or a non-finite loss; the message names it.
+        sys.exit(f"train: {error}")
     if result.stopped:
         logging.warning(
             "stopped at step %d of %d; run again to resume", result.step, result.total_steps

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -142,6 +143,7 @@ def train_and_evaluate(
     model_dir: str,
     strategy: tf.distribute.Strategy | None = None,
     splits: tuple[input_pipeline.SplitFiles, input_pipeline.SplitFiles] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Trains, evaluates every epoch (or `eval_every` steps) and checkpoints; resumes if it can.
 
@@ -156,6 +158,8 @@ def train_and_evaluate(
             (one process should create one strategy: their collectives may collide).
         splits: the training and validation splits (`input_pipeline.list_split_files`) if the
             caller has resolved them; otherwise they are read here, once.
+        on_start: called on the chief once the run has started or resumed (its checkpoint
+            restored), e.g. to write the entry point's flags.txt: not called if that fails.
 
     Returns:
         A TrainResult. The run is complete when `result.step == result.total_steps`.
@@ -209,12 +213,20 @@ def train_and_evaluate(
     if chief:
         for path in model_dir_lib.remove_partial_checkpoints(model_dir):
             logging.warning("removed %s, left by an interrupted checkpoint write", path)
+
+    def record_start() -> None:
+        """Writes config.json (and runs `on_start`) once the checkpoint was restored, or none
+        was found: a resume that fails changes nothing in the model directory."""
+        if not chief:
+            return
         earlier = model_dir_lib.read_runtime_record(model_dir).get("resumed_with_changes", [])
         if earlier or changes:
             runtime_record["resumed_with_changes"] = [*earlier, *changes]
         model_dir_lib.write_run_config(
             model_dir, model_config, train_data, classes, runtime=runtime_record
         )
+        if on_start is not None:
+            on_start()
 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(runtime_config.precision)
@@ -231,6 +243,7 @@ def train_and_evaluate(
             steps_per_epoch,
             total_steps,
             splits,
+            record_start,
             restore_input_position=not changes,
         )
     finally:
@@ -249,6 +262,7 @@ def _train_loop(
     steps_per_epoch,
     total_steps,
     splits,
+    record_start,
     restore_input_position=True,
 ) -> TrainResult:
     """The loop of `train_and_evaluate`, under the run's precision policy.
@@ -293,6 +307,7 @@ def _train_loop(
         without_input = model_dir_lib.model_checkpoint(model, optimizer=optimizer, step=step)
         resumed = fault_tolerance.restore(last_manager, without_input, partial=True)
     initial_step = int(step.numpy())
+    record_start()
     logging.info(
         "%s at step %d of %d (%d per epoch)",
         "resuming" if resumed else "starting",

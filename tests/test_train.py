@@ -352,6 +352,25 @@ def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_
     assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {5}
 
 
+def test_a_failed_resume_leaves_flags_and_config_as_they_were(root, tmp_path):
+    model_dir = str(tmp_path / "run")
+    base = (f"--datadir={root}", f"--model_dir={model_dir}", *TINY_FLAGS, "--num_image_tiles=0")
+    done = run_module(*base, "--train_steps=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = {
+        name: open(os.path.join(model_dir, name)).read() for name in ("flags.txt", "config.json")
+    }
+    # A damaged checkpoint: the restore fails after the start-up checks passed.
+    (data,) = glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-2.data-*"))
+    content = open(data, "rb").read()
+    with open(data, "wb") as handle:
+        handle.write(content[: len(content) // 2])
+    done = run_module(*base, "--train_steps=3", "--learning_rate=0.01")
+    assert done.returncode != 0 and "cannot resume from this checkpoint" in done.stderr
+    after = {name: open(os.path.join(model_dir, name)).read() for name in before}
+    assert after == before
+
+
 def test_missing_dataset_root_fails_fast(tmp_path):
     done = run_module(f"--datadir={tmp_path}/absent", f"--model_dir={tmp_path}/run", timeout=120)
     assert done.returncode != 0 and "dataset root does not exist" in done.stderr
