@@ -147,3 +147,13 @@ def tiny_trained_model(tmp_path_factory) -> tuple[str, str]:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return root, str(base / "models")
+
+
+def run_entry_point(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs `python -m module args...` from the repository root; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from sklearn import metrics
 
 from mtlcc_tf import cloud_cells_images, cloud_cells_lib
-
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import run_entry_point
 
 
 def test_roc_auc_matches_scikit_learn_and_handles_ties_and_signs():
@@ -89,13 +86,11 @@ def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(
     root, models = tiny_trained_model
     out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")
     command = [
-        sys.executable, "-m", "mtlcc_tf.cloud_cells", f"--datadir={root}", f"--out_dir={out_dir}",
+        "mtlcc_tf.cloud_cells", f"--datadir={root}", f"--out_dir={out_dir}",
         f"--results_dir={results_dir}", f"--model=tiny={models}/seed_*", "--untrained=tiny",
         "--sample_fraction=0.5", "--num_pictured=2",
     ]  # fmt: skip
-    run = dict(cwd=REPOSITORY, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-               capture_output=True, text=True, timeout=600)  # fmt: skip
-    done = subprocess.run(command, **run)
+    done = run_entry_point(*command)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(os.path.join(results_dir, "results.json"), encoding="utf-8"))
     assert [row["row"] for row in results["rows"]] == ["tiny", "tiny_untrained"]
@@ -113,7 +108,7 @@ def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(
     hidden = str(tmp_path / "hidden")
     os.rename(os.path.join(models, "seed_0", "best"), hidden)
     try:
-        again = subprocess.run(command, **run)
+        again = run_entry_point(*command)
     finally:
         os.rename(hidden, os.path.join(models, "seed_0", "best"))
     assert again.returncode == 0, again.stderr[-3000:]
@@ -125,9 +120,8 @@ def test_entry_point_ranks_trained_and_untrained_models_and_draws_them(
 
 def test_entry_point_refuses_an_unknown_untrained_row(tiny_trained_model, tmp_path):
     root, models = tiny_trained_model
-    done = subprocess.run(
-        [sys.executable, "-m", "mtlcc_tf.cloud_cells", f"--datadir={root}",
-         f"--out_dir={tmp_path}", f"--model=tiny={models}/seed_*", "--untrained=other"],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
+    done = run_entry_point(
+        "mtlcc_tf.cloud_cells", f"--datadir={root}", f"--out_dir={tmp_path}",
+        f"--model=tiny={models}/seed_*", "--untrained=other",
     )  # fmt: skip
     assert done.returncode != 0 and "not among the --model rows" in done.stderr

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from mtlcc_tf import cloud_coverage_lib, cloud_coverage_report, tile_predictions
-
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import run_entry_point
 
 
 def _tile(labels, predictions, cloud_mask, tileid="7"):
@@ -119,14 +116,12 @@ def test_entry_point_scores_models_and_baselines_and_resumes(tiny_trained_model,
     root, models = tiny_trained_model
     out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")
     command = [
-        sys.executable, "-m", "mtlcc_tf.cloud_coverage", f"--datadir={root}",
+        "mtlcc_tf.cloud_coverage", f"--datadir={root}",
         f"--clear_datadir={root}", f"--out_dir={out_dir}", f"--results_dir={results_dir}",
         f"--model=tiny={models}/seed_*", "--classical=rf=raw", "--seeds=0",
         "--injection_levels=0,0.5",
     ]  # fmt: skip
-    run = dict(cwd=REPOSITORY, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-               capture_output=True, text=True, timeout=600)  # fmt: skip
-    done = subprocess.run(command, **run)
+    done = run_entry_point(*command)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(os.path.join(results_dir, "results.json"), encoding="utf-8"))
     assert [row["name"] for row in results["rows"]] == ["tiny", "rf"]
@@ -156,7 +151,7 @@ def test_entry_point_scores_models_and_baselines_and_resumes(tiny_trained_model,
     for name in ("best", "checkpoints"):
         os.rename(os.path.join(model_dir, name), os.path.join(hidden, name))
     try:
-        done = subprocess.run(command, **run)
+        done = run_entry_point(*command)
     finally:
         for name in ("best", "checkpoints"):
             os.rename(os.path.join(hidden, name), os.path.join(model_dir, name))
@@ -172,9 +167,8 @@ def test_entry_point_refuses_bad_flags(tiny_trained_model, tmp_path):
         ("--tile_coverage_bins=5,50", "bin edges"),
         ("--model=tiny=/nonexistent/*", "no model directory"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "mtlcc_tf.cloud_coverage", f"--datadir={root}",
-             f"--out_dir={tmp_path}", f"--model=m={models}/seed_*", flag],
-            cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
+        done = run_entry_point(
+            "mtlcc_tf.cloud_coverage", f"--datadir={root}", f"--out_dir={tmp_path}",
+            f"--model=m={models}/seed_*", flag,
         )  # fmt: skip
         assert done.returncode != 0 and message in done.stderr, (flag, done.stderr[-2000:])
