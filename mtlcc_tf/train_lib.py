@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +20,13 @@ from mtlcc_tf import (
     hardware,
     metrics,
     models,
+    profiling,
     summaries,
     train_steps,
 )
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.model_config import ModelConfig
-from mtlcc_tf.train_config import PROFILE_WARMUP_STEPS, RuntimeConfig, TrainConfig
+from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
 
 # The per-replica steps live in train_steps; re-exported as part of this module's API.
 compute_loss_and_gradients = train_steps.compute_loss_and_gradients
@@ -377,7 +377,9 @@ def _train_loop(
         run_evaluation(initial_step)
     current, last_saved, validation, stopped = initial_step, initial_step, None, False
     losses, step_seconds = [], 0.0  # since the last training summary
-    profiler = _Profiler(model_dir, initial_step, runtime_config.profile_steps, progress, chief)
+    profiler = profiling.Profiler(
+        model_dir, initial_step, runtime_config.profile_steps, progress, chief
+    )
     with fault_tolerance.stop_on_sigterm() as stop:
         while current < total_steps and not stopped:
             profiler.before_step(current)
@@ -419,33 +421,3 @@ def _train_loop(
         validation = run_evaluation(current)
     writers.close()
     return TrainResult(current, total_steps, steps_per_epoch, initial_step, validation, stopped)
-
-
-class _Profiler:
-    """Records a TensorBoard profile of `num_steps` training steps after a short warm-up."""
-
-    def __init__(self, model_dir: str, initial_step: int, num_steps: int, progress, chief: bool):
-        self.directory = os.path.join(model_dir, "profile")
-        self.start_step = initial_step + PROFILE_WARMUP_STEPS
-        self.stop_step = self.start_step + num_steps
-        self.enabled = bool(num_steps) and chief
-        self.progress = progress
-        self.running = False
-
-    def before_step(self, step: int) -> None:
-        if self.enabled and step == self.start_step and not self.running:
-            tf.profiler.experimental.start(self.directory)
-            self.running = True
-
-    def after_step(self, step: int) -> None:
-        if self.running and step >= self.stop_step:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.running:
-            tf.profiler.experimental.stop()
-            self.running = False
-            self.progress.message(
-                f"profile of steps {self.start_step + 1}-{self.stop_step} in {self.directory} "
-                "(TensorBoard's Profile tab; pip install tensorboard-plugin-profile)"
-            )

@@ -1,4 +1,4 @@
-"""Training: smoke run, resume, kill and SIGTERM fault tolerance, bad flags, non-finite loss."""
+"""Training: smoke run and resume, bad flags, non-finite loss, schedules, precision, profile."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import glob
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -198,77 +195,6 @@ def test_validation_during_training_equals_evaluate_on_the_last_checkpoint(root,
         assert summary[key] == pytest.approx(result.validation[key], abs=1e-9), key
 
 
-def start_until_first_checkpoint(arguments, log, log_path, model_dir) -> subprocess.Popen:
-    """Starts `mtlcc_tf.train` writing to `log`; returns once its first checkpoint exists."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mtlcc_tf.train", *arguments],
-        cwd=REPOSITORY,
-        env=subprocess_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    checkpoints = os.path.join(model_dir, "checkpoints")
-    deadline = time.monotonic() + 240
-    while not tf.train.latest_checkpoint(checkpoints):
-        assert process.poll() is None, f"ended without a checkpoint: {log_path.read_text()}"
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.05)
-    return process
-
-
-def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
-    model_dir = str(tmp_path / "run")
-    log_path = tmp_path / "first.log"
-    arguments = [
-        f"--datadir={root}",
-        f"--model_dir={model_dir}",
-        "--train_steps=40",
-        "--steps_per_epoch=1000",
-        "--checkpoint_every=2",
-        "--max_eval_batches=1",
-        *TINY_FLAGS,
-    ]
-    with open(log_path, "w") as log:
-        process = start_until_first_checkpoint(arguments, log, log_path, model_dir)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    checkpoints = os.path.join(model_dir, "checkpoints")
-    killed_at = saved_step(tf.train.latest_checkpoint(checkpoints))
-    assert 2 <= killed_at < 40, log_path.read_text()[-2000:]
-
-    # The flags file of the run repeats it, and resumes it.
-    done = run_module(f"--flagfile={model_dir}/flags.txt")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"resuming at step {killed_at} of 40" in done.stderr
-    last = tf.train.latest_checkpoint(checkpoints)
-    assert last.endswith("ckpt-40") and saved_step(last) == 40
-
-
-def test_sigterm_saves_a_checkpoint_at_the_current_step(root, tmp_path):
-    model_dir = str(tmp_path / "run")
-    log_path = tmp_path / "run.log"
-    arguments = [
-        f"--datadir={root}",
-        f"--model_dir={model_dir}",
-        "--train_steps=100000",
-        "--steps_per_epoch=100000",
-        "--checkpoint_every=3",
-        *TINY_FLAGS,
-    ]
-    with open(log_path, "w") as log:
-        process = start_until_first_checkpoint(arguments, log, log_path, model_dir)
-        time.sleep(0.3)  # let it run past the checkpoint
-        process.send_signal(signal.SIGTERM)
-        returncode = process.wait(timeout=120)
-    output = log_path.read_text()
-    checkpoints = os.path.join(model_dir, "checkpoints")
-    assert returncode == 143, output[-3000:]
-    stopped_at = int(re.search(r"stopped by SIGTERM: checkpoint saved at step (\d+)", output)[1])
-    last = tf.train.latest_checkpoint(checkpoints)
-    assert last.endswith(f"ckpt-{stopped_at}") and saved_step(last) == stopped_at >= 3
-
-
 def test_non_finite_loss_raises_naming_the_step(root, tmp_path, monkeypatch):
     build = train_lib.create_model
 
@@ -311,64 +237,6 @@ def test_usage_errors_are_one_line_and_a_model_dir_that_is_a_file_is_refused(roo
     assert f"--model_dir={path} is a file, not a folder" in done.stderr
     assert "Peak learning rate" not in done.stderr  # no flag listing before the message
     assert path.read_text() == "not a folder"
-
-
-def test_resume_with_other_data_settings_warns_records_and_cleans_partial_writes(root, tmp_path):
-    model_dir = str(tmp_path / "run")
-    train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
-    assert model_dir_lib.read_runtime_record(model_dir)["train_files"] == 3
-    assert model_dir_lib.resume_changes(model_dir, tiny_configs(root)[1], 3) == []
-    partial = os.path.join(model_dir, "checkpoints", "ckpt-9_temp")
-    os.makedirs(partial)
-    model, train_data, eval_data, train, runtime = tiny_configs(root, train_steps=3)
-    train_data = dataclasses.replace(train_data, batch_size=3, seed=5)
-    assert model_dir_lib.resume_changes(model_dir, train_data, 2) == [
-        "batch_size: 2 -> 3", "seed: 0 -> 5", "training files: 3 -> 2",
-    ]  # fmt: skip
-    result = train_lib.train_and_evaluate(model, train_data, eval_data, train, runtime, model_dir)
-    assert (result.initial_step, result.step) == (2, 3)
-    assert not os.path.exists(partial)
-    assert model_dir_lib.read_runtime_record(model_dir)["resumed_with_changes"] == [
-        "batch_size: 2 -> 3", "seed: 0 -> 5",
-    ]  # fmt: skip
-
-
-def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_path):
-    model_dir = str(tmp_path / "run")
-    train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
-    assert model_dir_lib.read_validated_step(model_dir) == 2
-    # As if killed during the validation of step 2: no record of it, no best checkpoint.
-    model_dir_lib.write_validated_step(model_dir, 0)
-    for folder in ("validation", "best"):
-        shutil.rmtree(os.path.join(model_dir, folder))
-    result = train_lib.train_and_evaluate(*tiny_configs(root, train_steps=3), model_dir)
-    assert (result.initial_step, result.step) == (2, 3)
-    assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {2, 3}
-    assert model_dir_lib.read_validated_step(model_dir) == 3
-    assert model_dir_lib.read_best_metrics(model_dir)["step"] in (2, 3)
-    # A resume at a step that was validated does not validate it again.
-    shutil.rmtree(os.path.join(model_dir, "validation"))
-    train_lib.train_and_evaluate(*tiny_configs(root, train_steps=5, eval_every=5), model_dir)
-    assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {5}
-
-
-def test_a_failed_resume_leaves_flags_and_config_as_they_were(root, tmp_path):
-    model_dir = str(tmp_path / "run")
-    base = (f"--datadir={root}", f"--model_dir={model_dir}", *TINY_FLAGS, "--num_image_tiles=0")
-    done = run_module(*base, "--train_steps=2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    before = {
-        name: open(os.path.join(model_dir, name)).read() for name in ("flags.txt", "config.json")
-    }
-    # A damaged checkpoint: the restore fails after the start-up checks passed.
-    (data,) = glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-2.data-*"))
-    content = open(data, "rb").read()
-    with open(data, "wb") as handle:
-        handle.write(content[: len(content) // 2])
-    done = run_module(*base, "--train_steps=3", "--learning_rate=0.01")
-    assert done.returncode != 0 and "cannot resume from this checkpoint" in done.stderr
-    after = {name: open(os.path.join(model_dir, name)).read() for name in before}
-    assert after == before
 
 
 def test_missing_dataset_root_fails_fast(tmp_path):
