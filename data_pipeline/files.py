@@ -72,3 +72,16 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, content: Any, indent: int | None = 2) -> None:
     """Writes `content` as JSON (with a final newline) to `path` atomically."""
     write_text(path, json.dumps(content, indent=indent) + "\n")
+
+
+def read_json(path: str) -> Any:
+    """The JSON content of `path`.
+
+    Raises:
+        ValueError: the file is not valid JSON (names the file).
+    """
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error

@@ -99,7 +99,7 @@ def _analyse(row, run, untrained, data_config, image, out_dir, first) -> dict[st
     path = os.path.join(out_dir, "auc", name, f"{run_name}.json")
     if os.path.isfile(path):
         logging.info("%s %s: ranked before, read %s", name, run_name, path)
-        return cloud_cells_report.read_json(path)
+        return files.read_json(path)
     logging.info("%s %s: ranking state channels", name, run_name)
     model, _ = _load(row, run, untrained)
     analysis = models.build_analysis_model(model)

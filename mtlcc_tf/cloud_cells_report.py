@@ -16,11 +16,6 @@ from mtlcc_tf import cloud_cells_lib, experiment_lib, experiment_report
 STRONG = 0.9  # a feature with detector score >= this is counted as a cloud cell
 
 
-def read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _scores(ranking: dict[str, Any], kind: str | None = None) -> np.ndarray:
     names = ranking["feature_names"]
     auc = np.asarray(ranking["auc"])

@@ -201,13 +201,6 @@ class Settings:
         )
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    import json
-
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def score_run(
     row: Row, run: str, settings: Settings, predict: Callable[[DataConfig, Any], dict] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -224,7 +217,7 @@ def score_run(
     for condition in settings.conditions:
         path = settings.score_path(row, run, condition)
         if os.path.isfile(path):
-            scores[condition.name] = _read_json(path)
+            scores[condition.name] = files.read_json(path)
         else:
             missing.append(condition)
     if not missing:

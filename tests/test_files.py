@@ -46,3 +46,13 @@ def test_atomic_path_serves_writers_that_take_a_file_name(tmp_path):
             open(temporary, "wb").close()
             raise ValueError("writer failed")
     assert sorted(os.listdir(tmp_path)) == ["binary.bin"]
+
+
+def test_read_json_names_a_malformed_file(tmp_path):
+    path = str(tmp_path / "score.json")
+    files.write_json(path, {"a": [1, 2]})
+    assert files.read_json(path) == {"a": [1, 2]}
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"a": [1,')
+    with pytest.raises(ValueError, match="score.json: not valid JSON"):
+        files.read_json(path)
