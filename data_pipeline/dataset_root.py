@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import csv
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from data_pipeline import files
 
@@ -69,13 +70,20 @@ class DatasetSection:
 
 @dataclasses.dataclass(frozen=True)
 class Geotransform:
-    """A tile's GDAL geotransform (north-up) and EPSG code."""
+    """A tile's GDAL geotransform (north-up) and EPSG code; for a CRS without EPSG code (srid 0)
+    its WKT, kept in the root's `crs.wkt`."""
 
     xmin: float
     xres: float
     ymax: float
     yres: float
     srid: int
+    wkt: str = ""
+
+    @property
+    def crs(self) -> int | str:
+        """The EPSG code, else the WKT ("" for none): what `rasters.create_geotiff` takes."""
+        return self.srid or self.wkt
 
     def gdal(self) -> tuple[float, float, float, float, float, float]:
         return (self.xmin, self.xres, 0.0, self.ymax, 0.0, -abs(self.yres))
@@ -218,11 +226,21 @@ def write_tileids(root: str, name: str, tileids: Sequence[str]) -> None:
         handle.writelines(f"{tileid}\n" for tileid in tileids)
 
 
+CRS_FILE = "crs.wkt"
+
+
 def read_geotransforms(root: str) -> dict[str, Geotransform]:
-    """Reads `geotransforms.csv` (`tileid,xmin,xres,0,ymax,0,-yres,srid`); empty if absent."""
+    """Reads `geotransforms.csv` (`tileid,xmin,xres,0,ymax,0,-yres,srid`); empty if absent.
+
+    Tiles with srid 0 get the WKT of `crs.wkt`, if the root has one (a CRS without EPSG code).
+    """
     path = os.path.join(root, "geotransforms.csv")
     if not os.path.isfile(path):
         return {}
+    wkt = ""
+    if os.path.isfile(os.path.join(root, CRS_FILE)):
+        with open(os.path.join(root, CRS_FILE), encoding="utf-8") as handle:
+            wkt = handle.read().strip()
     geotransforms = {}
     with open(path, encoding="utf-8", newline="") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
@@ -236,12 +254,30 @@ def read_geotransforms(root: str) -> dict[str, Geotransform]:
                     xmin=values[0], xres=values[1], ymax=values[3], yres=abs(values[5]),
                     srid=int(float(row[7])),
                 )  # fmt: skip
+                if not geotransforms[row[0].strip()].srid and wkt:
+                    geotransforms[row[0].strip()] = dataclasses.replace(
+                        geotransforms[row[0].strip()], wkt=wkt
+                    )
             except ValueError as error:
                 raise DatasetError(f"{path}:{line_number}: {error}") from error
     return geotransforms
 
 
 def write_geotransforms(root: str, geotransforms: Mapping[str, Geotransform]) -> None:
+    """Writes `geotransforms.csv`, and `crs.wkt` where tiles have a CRS without EPSG code.
+
+    Raises:
+      DatasetError: if tiles without EPSG code have different CRSs (one `crs.wkt` holds one).
+    """
+    wkts = {g.wkt for g in geotransforms.values() if not g.srid and g.wkt}
+    if len(wkts) > 1:
+        raise DatasetError(
+            f"{root}: tiles in {len(wkts)} different CRSs without EPSG code; a dataset root "
+            "keeps one (crs.wkt): warp the tiles onto one CRS first"
+        )
+    if wkts:
+        with files.atomic_text(os.path.join(root, CRS_FILE)) as handle:
+            handle.write(wkts.pop() + "\n")
     with files.atomic_text(os.path.join(root, "geotransforms.csv")) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         for tileid, g in geotransforms.items():
@@ -260,12 +296,59 @@ def prepare_root(root: str, datadirs: Sequence[str], overwrite: bool) -> None:
             raise FileExistsError(
                 f"{root} is not empty; pass overwrite=True (--overwrite) to replace its dataset"
             )
-        for name in ("dataset.ini", "classes.txt", "geotransforms.csv"):
+        for name in ("dataset.ini", "classes.txt", "geotransforms.csv", CRS_FILE):
             if os.path.isfile(os.path.join(root, name)):
                 os.remove(os.path.join(root, name))
         for name in ["tileids", *datadirs]:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     os.makedirs(root, exist_ok=True)
+
+
+_STAGING = ".{name}.partial-{pid}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def staged_root(root: str, overwrite: bool) -> Iterator[str]:
+    """Yields an empty folder beside `root` to write a whole dataset into, and moves it into
+    `root` once the block ends without error (dataset.ini last); on an error it is removed, so
+    a failed run leaves `root` as it was.
+
+    Refuses a non-empty `root` before any work unless `overwrite` (see `prepare_root`). Staging
+    folders of runs that were killed (their process is gone) are removed first.
+    """
+    if os.path.isdir(root) and os.listdir(root) and not overwrite:
+        raise FileExistsError(
+            f"{root} is not empty; pass overwrite=True (--overwrite) to replace its dataset"
+        )
+    parent, name = os.path.split(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    prefix = _STAGING.format(name=name, pid="")
+    for stale in os.listdir(parent):
+        pid = stale[len(prefix) :]
+        if stale.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    staging = os.path.join(parent, _STAGING.format(name=name, pid=os.getpid()))
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        yield staging
+        entries = sorted(os.listdir(staging), key=lambda entry: entry == "dataset.ini")
+        prepare_root(root, [e for e in entries if os.path.isdir(os.path.join(staging, e))],
+                     overwrite)  # fmt: skip
+        for entry in entries:
+            os.replace(os.path.join(staging, entry), os.path.join(root, entry))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def find_tile_file(root: str, section: DatasetSection, tileid: str) -> str | None:

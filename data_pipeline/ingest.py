@@ -40,6 +40,13 @@ _CLASSES = flags.DEFINE_string(
 _NUM_FOLDS = flags.DEFINE_integer("num_folds", splits.DEFAULT_NUM_FOLDS, "Scene: folds.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene only: seed of the spatial block split.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the dataset in a non-empty --out_dir.")
+_RESAMPLE = flags.DEFINE_bool(
+    "resample",
+    False,
+    "Scene only: warp files that are not on the Sentinel-2 grid (10/20/60 m pixels, one origin "
+    "and CRS) onto it: bilinear (average when coarsening) for reflectance, nearest for labels. "
+    "Without it such a scene is refused.",
+)
 flags.mark_flags_as_required(["input", "out_dir"])
 
 
@@ -57,6 +64,7 @@ def main(argv: list[str]) -> int:
         num_folds=_NUM_FOLDS.value,
         seed=_SEED.value,
         overwrite=_OVERWRITE.value,
+        resample=_RESAMPLE.value,
     )
     try:
         summary = ingest_lib.ingest(config)

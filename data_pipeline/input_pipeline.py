@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import NamedTuple
 
 import tensorflow as tf
 from absl import logging
@@ -149,8 +150,22 @@ def _check_readable(record, ok, source):
         return tf.identity(record)
 
 
+class LabelCensus(NamedTuple):
+    """What `label_census` counts: labelled pixels per class index, tiles, tiles with labels."""
+
+    counts: tuple[int, ...]
+    tiles: int
+    labelled_tiles: int
+
+
 def count_labels(config: DataConfig, split: SplitFiles | None = None) -> tuple[int, ...]:
-    """Labelled pixels per class index over `config`'s split (every file once, unknown skipped).
+    """Labelled pixels per class index over `config`'s split (see `label_census`)."""
+    return label_census(config, split).counts
+
+
+def label_census(config: DataConfig, split: SplitFiles | None = None) -> LabelCensus:
+    """Labelled pixels per class index over `config`'s split (every file once, unknown skipped),
+    the number of tiles and of tiles with at least one labelled pixel.
 
     Reads only what the labels need; unreadable records raise (or are skipped with
     `skip_corrupt`) as in `build_dataset`. `split`: `list_split_files(config)`, if known.
@@ -176,8 +191,16 @@ def count_labels(config: DataConfig, split: SplitFiles | None = None) -> tuple[i
     dataset = dataset.map(labels_of, num_parallel_calls=AUTOTUNE)
     if config.skip_corrupt:
         dataset = dataset.ignore_errors()
-    counts = dataset.reduce(tf.zeros([num_classes], tf.int64), lambda total, count: total + count)
-    return tuple(int(count) for count in counts.numpy())
+    totals = dataset.reduce(
+        (tf.zeros([num_classes], tf.int64), tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+        lambda total, count: (
+            total[0] + count,
+            total[1] + 1,
+            total[2] + tf.cast(tf.reduce_sum(count) > 0, tf.int64),
+        ),
+    )
+    counts, tiles, labelled = (value.numpy() for value in totals)
+    return LabelCensus(tuple(int(count) for count in counts), int(tiles), int(labelled))
 
 
 def build_dataset(
@@ -188,8 +211,10 @@ def build_dataset(
     """Builds the input pipeline of `config`.
 
     files -> shuffle (training) -> repeat (training) -> interleave(read) -> parse and check ->
-    labels to class indices -> choose observations -> inject clouds (optional) -> model inputs ->
-    augment (training) -> batch -> prefetch.
+    labels to class indices -> skip tiles without a labelled pixel (training) -> choose
+    observations -> inject clouds (optional) -> model inputs -> augment (training) -> batch ->
+    prefetch. Training needs at least one labelled tile (`label_census` tells), else it waits
+    forever.
 
     Elements are dicts: inputs float32 [batch, T, H, W, 15], sequence_length int32 [batch],
     labels int32 [batch, H, W] (class index, -1 unknown), cloud_mask uint8 [batch, T, H, W],
@@ -243,6 +268,8 @@ def build_dataset(
     dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     if config.skip_corrupt:
         dataset = dataset.ignore_errors(log_warning=True)
+    if config.training:  # loss 0 and no gradient: such tiles would only dilute the batches
+        dataset = dataset.filter(lambda features: tf.reduce_any(features["labels"] >= 0))
     dataset = dataset.enumerate()
 
     def prepare(index, features):

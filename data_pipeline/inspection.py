@@ -65,7 +65,7 @@ def inspect_root(
     sequence_lengths, coverage, corrupt = [], [], []
     coverage_by_month = collections.defaultdict(list)
     ndvi_levels, tile_clouds = realism.NdviLevels(classes.num_classes), realism.TileClouds()
-    tiles_per_section = {}
+    tiles_per_section, labelled_tiles, no_data_pixels = {}, 0, 0
     start = time.monotonic()
     for section in chosen:
         folder = os.path.join(root, section.datadir)
@@ -86,7 +86,12 @@ def inspect_root(
             schemas[records.SCHEMA_NAMES[int(features["schema_version"])]] += 1
             labels = features["labels"].numpy().ravel()
             pixels_per_class += np.bincount(labels + 1, minlength=classes.num_classes + 1)
+            labelled_tiles += bool((labels >= 0).any())
             valid = transforms.valid_observations(features).numpy()
+            # Pixels 0 in every band of every real observation: no-data (see ingest_lib.no_data).
+            no_data_pixels += int(
+                (~np.any(features["x10"].numpy()[valid] != 0, axis=(0, -1))).sum()
+            )
             sequence_lengths.append(int(valid.sum()))
             if bool(features["has_cloud_mask"]) and valid.any():
                 cloud_mask = features["cloud_mask"].numpy()[valid]  # [T', H, W]
@@ -102,11 +107,15 @@ def inspect_root(
             if progress and number % 200 == 0:
                 rate = number / (time.monotonic() - start)
                 progress(f"[{section.name}] {number}/{len(paths)} records ({rate:.0f}/s)")
+    num_tiles = sum(schemas.values())
     return {
+        "warnings": _warnings(num_tiles, labelled_tiles, no_data_pixels, pixels_per_class),
+        "tiles_with_labels": labelled_tiles,
+        "no_data_pixels": no_data_pixels,
         "root": os.path.abspath(root),
         "sections": {s.name: {"datadir": s.datadir, "pix10": s.pix10, "nobs": s.nobs,
                               "num_records": tiles_per_section[s.name]} for s in chosen},
-        "num_tiles": sum(schemas.values()),
+        "num_tiles": num_tiles,
         "num_classes": classes.num_classes,
         "classes": dict(zip(classes.ids, classes.names, strict=True)),
         "schema": dict(schemas),
@@ -126,6 +135,20 @@ def inspect_root(
         # Clear-sky vegetation levels per class, only measurable with cloud masks.
         "clear_sky_ndvi": ndvi_levels.summary(classes.known_names) if coverage else {},
     }  # fmt: skip
+
+
+def _warnings(num_tiles: int, labelled_tiles: int, no_data: int, pixels: np.ndarray) -> list:
+    """What a user should hear about before training on the dataset."""
+    warnings = []
+    if num_tiles and labelled_tiles * 2 < num_tiles:
+        warnings.append(
+            f"{num_tiles - labelled_tiles} of {num_tiles} tiles hold no labelled pixel: training "
+            "skips them, so it sees only the other "
+            f"{labelled_tiles}; check that the labels cover the imagery"
+        )
+    if no_data and no_data * 2 > pixels.sum():
+        warnings.append(f"{no_data} of {pixels.sum()} pixels have no data on any date")
+    return warnings
 
 
 def _split_counts(root: str, sections: list[dataset_root.DatasetSection]) -> dict:
@@ -156,6 +179,10 @@ def format_report(report: dict) -> str:
             f"{section['pix10']} px, {section['nobs']} observations"
         )
     lines.append(f"schema: {report['schema']}  valid tiles: {report['num_tiles']}")
+    lines.append(
+        f"tiles with labels: {report['tiles_with_labels']}  "
+        f"pixels without data on any date: {report['no_data_pixels']}"
+    )
     lines.append("splits (listed / with a record per section):")
     for split, counts in report["splits"].items():
         lines.append(f"  {split:14s} {counts}")
@@ -180,4 +207,5 @@ def format_report(report: dict) -> str:
             lines.append(f"  {name:20s} {values}  ({levels['num_observations']} observations)")
     lines.append(f"corrupt records: {len(report['corrupt'])}")
     lines += [f"  {bad['file']}: {bad['problem']}" for bad in report["corrupt"]]
+    lines += [f"warning: {warning}" for warning in report["warnings"]]
     return "\n".join(lines)

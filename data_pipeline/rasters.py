@@ -9,11 +9,12 @@ import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 from data_pipeline import dataset_root, records
 
 gdal.UseExceptions()
+ogr.UseExceptions()
 osr.UseExceptions()
 
 # Tiled and compressed: QGIS and GDAL read windows of it without decompressing the whole file.
@@ -152,6 +153,9 @@ def read_bands(
 ) -> np.ndarray:
     """Reads the first `num_bands` bands of a raster, or a window of them.
 
+    No-data reads as 0 (no observation in a reflectance band, unknown in a label band): a band's
+    declared NoData value, and NaN or infinity in floating-point rasters.
+
     Args:
       path: the file (named in errors).
       num_bands: bands expected; fewer raises, more are ignored.
@@ -183,6 +187,13 @@ def read_bands(
         raise RasterError(f"{path}: read failed: {error}") from error
     if any(band is None for band in bands):
         raise RasterError(f"{path}: read failed")
+    for index, values in enumerate(bands):
+        nodata = dataset.GetRasterBand(index + 1).GetNoDataValue()
+        invalid = values == nodata if nodata is not None and np.isfinite(nodata) else None
+        if np.issubdtype(values.dtype, np.floating):
+            invalid = ~np.isfinite(values) if invalid is None else invalid | ~np.isfinite(values)
+        if invalid is not None and invalid.any():
+            values[invalid] = 0
     return np.stack(bands, axis=-1)
 
 
@@ -192,13 +203,27 @@ def _gdal_type(dtype: np.dtype) -> int:
     return gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
 
 
-def srs_wkt(epsg: int) -> str:
-    """WKT of an EPSG code; empty for 0 (no CRS)."""
-    if not epsg:
+def srs_wkt(crs: int | str) -> str:
+    """WKT of a CRS given as an EPSG code or as WKT (returned as is); empty for 0 or "" (none)."""
+    if isinstance(crs, str):
+        return crs
+    if not crs:
         return ""
     srs = osr.SpatialReference()
-    srs.ImportFromEPSG(int(epsg))
+    srs.ImportFromEPSG(int(crs))
     return srs.ExportToWkt()
+
+
+def crs_name(wkt: str) -> str:
+    """`EPSG:32632`, or the CRS's name with "(no EPSG code)", or "no CRS": for messages."""
+    if not wkt:
+        return "no CRS"
+    epsg = epsg_of(wkt)
+    if epsg:
+        return f"EPSG:{epsg}"
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    return f"{srs.GetName() or 'unnamed CRS'} (no EPSG code)"
 
 
 def create_geotiff(
@@ -208,12 +233,13 @@ def create_geotiff(
     num_bands: int,
     dtype: np.dtype,
     geotransform: tuple[float, ...],
-    epsg: int,
+    crs: int | str,
     band_names: tuple[str, ...] = (),
 ) -> gdal.Dataset:
     """Creates a tiled, DEFLATE-compressed GeoTIFF to write windows into; close by dropping it.
 
-    `path` may be a GDAL virtual path (/vsimem/...); local parent folders are created.
+    `crs`: an EPSG code, or WKT (a CRS without EPSG code keeps its full definition); 0 or ""
+    for none. `path` may be a GDAL virtual path (/vsimem/...); local parent folders are created.
     """
     if not path.startswith("/vsi"):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -222,8 +248,8 @@ def create_geotiff(
         path, width, height, num_bands, _gdal_type(dtype), options=list(GEOTIFF_OPTIONS)
     )
     dataset.SetGeoTransform(tuple(geotransform))
-    if epsg:
-        dataset.SetProjection(srs_wkt(epsg))
+    if crs:
+        dataset.SetProjection(srs_wkt(crs))
     for index, name in enumerate(band_names[:num_bands]):
         dataset.GetRasterBand(index + 1).SetDescription(name)
     return dataset
@@ -233,14 +259,15 @@ def write_geotiff(
     path: str,
     array: np.ndarray,
     geotransform: tuple[float, ...],
-    epsg: int,
+    crs: int | str,
     band_names: tuple[str, ...] = (),
 ) -> None:
-    """Writes [height, width] or [height, width, bands] as a tiled, DEFLATE-compressed GeoTIFF."""
+    """Writes [height, width] or [height, width, bands] as a tiled, DEFLATE-compressed GeoTIFF
+    (`crs` as in `create_geotiff`)."""
     array = array[..., None] if array.ndim == 2 else array
     height, width, num_bands = array.shape
     dataset = create_geotiff(
-        path, width, height, num_bands, array.dtype, geotransform, epsg, band_names
+        path, width, height, num_bands, array.dtype, geotransform, crs, band_names
     )
     for index in range(num_bands):
         dataset.GetRasterBand(index + 1).WriteArray(array[..., index])
@@ -279,6 +306,14 @@ def rasterize_labels(vector: str, attribute: str, reference: Grid, path: str) ->
     fields = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
     if attribute not in fields:
         raise RasterError(f"{vector}: no attribute {attribute!r}; fields are {fields}")
+    field = definition.GetFieldDefn(fields.index(attribute))
+    if field.GetType() not in (ogr.OFTInteger, ogr.OFTInteger64):
+        raise RasterError(
+            f"{vector}: attribute {attribute!r} is of type {field.GetTypeName()}, not an integer "
+            "class id; map it onto the class table's ids first (e.g. ogr2ogr -sql \"SELECT *, "
+            f'CAST({attribute} AS integer) AS class_id FROM {layer.GetName()}" out.gpkg in.gpkg '
+            "for numbers in text, or a lookup table)"
+        )
     write_geotiff(
         path, np.zeros((reference.height, reference.width), np.uint16), reference.geotransform, 0
     )
@@ -322,10 +357,12 @@ def check_same_grid(reference: Grid, grid: Grid, path: str, factor: int = 1) -> 
 
 
 def to_geotransform(grid: Grid) -> dataset_root.Geotransform:
+    """A dataset root's geotransform of a grid; the WKT is kept where the CRS has no EPSG code."""
     xmin, xres, _, ymax, _, yres = grid.geotransform
     return dataset_root.Geotransform(
-        xmin=xmin, xres=xres, ymax=ymax, yres=abs(yres), srid=grid.epsg
-    )
+        xmin=xmin, xres=xres, ymax=ymax, yres=abs(yres), srid=grid.epsg,
+        wkt="" if grid.epsg else grid.wkt,
+    )  # fmt: skip
 
 
 def date_name(year: int, doy: int) -> str:
@@ -346,7 +383,7 @@ def write_tile_geotiffs(
     Without a geotransform the tile is placed at (0, 0) with 10 m pixels and no CRS.
     """
     base = geotransform.gdal() if geotransform else (0.0, 10.0, 0.0, 0.0, 0.0, -10.0)
-    epsg = geotransform.srid if geotransform else 0
+    crs = geotransform.crs if geotransform else 0
     paths = []
     for index in np.flatnonzero(tile.doy > 0):
         date = date_name(tile.year[index], tile.doy[index])
@@ -354,11 +391,11 @@ def write_tile_geotiffs(
             key, names = RESOLUTIONS[suffix]
             path = os.path.join(folder, f"{date}_{suffix}.tif")
             values = np.asarray(getattr(tile, key)[index]).astype(np.uint16)
-            write_geotiff(path, values, scaled(base, factor), epsg, names)
+            write_geotiff(path, values, scaled(base, factor), crs, names)
             paths.append(path)
     if write_labels:
         path = os.path.join(folder, LABELS_FILE)
-        write_geotiff(path, np.asarray(tile.labels).astype(np.uint16), base, epsg, ("labels",))
+        write_geotiff(path, np.asarray(tile.labels).astype(np.uint16), base, crs, ("labels",))
         paths.append(path)
     return paths
 

@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 
+from data_pipeline import grids
 from data_pipeline.rasters import (
     RESOLUTIONS,
     Grid,
@@ -216,24 +217,48 @@ def _product_offsets(product: str) -> dict[str, int]:
     return dict.fromkeys(_METADATA_BAND_ORDER, -1000 if late else 0)
 
 
-def open_scene(dates: dict) -> tuple[Grid, dict]:
-    """Opens every file of a scene; raises naming the first whose grid differs from the first
-    date's 10 m grid (CRS, origin, pixel size or extent) or that lacks bands."""
-    reference = grid_of(open_sources(dates[next(iter(dates))]["10m"])[0][1])
+def open_scene(dates: dict, resample: bool = False) -> tuple[Grid, dict]:
+    """Opens every file of a scene and returns its 10 m grid and (date, suffix) -> sources.
+
+    Every file must be on the Sentinel-2 grid of the first date's 10 m file (see `grids`); with
+    `resample`, files that are not are warped onto it (in-memory VRTs) instead.
+
+    Raises:
+      RasterError: naming the first file whose pixel size, CRS, origin or extent differs from
+        that grid, or that lacks bands.
+    """
+    first_path, first = open_sources(dates[next(iter(dates))]["10m"])[0]
+    native = grid_of(first)
+    reference = grids.target_grid(native, first_path) if resample else native
+    if not resample:
+        grids.check_resolution(native, 10, first_path)
     opened = {}
     for date, files in dates.items():
         for suffix, (_, names) in RESOLUTIONS.items():
             sources = open_sources(files[suffix])
-            for path, dataset in sources:
-                grid = grid_of(dataset)
-                if suffix == "10m":
-                    check_same_grid(reference, grid, path)
-                else:  # coarser bands may round their size either way at a ragged border
-                    check_aligned(reference, grid, path, FACTORS[suffix])
-                expected = len(names) if len(sources) == 1 else 1
+            expected = len(names) if len(sources) == 1 else 1
+            for index, (path, dataset) in enumerate(sources):
                 if dataset.RasterCount < expected:
                     raise RasterError(
                         f"{path}: has {dataset.RasterCount} band(s), expected {expected}"
                     )
+                grid = grid_of(dataset)
+                if resample:
+                    target = grids.target_grid(native, first_path, FACTORS[suffix])
+                    if grid != target:
+                        resampling = grids.reflectance_resampling(grid, target)
+                        dataset = grids.warp_onto(dataset, grid, target, resampling, path)
+                        sources[index] = (path, dataset)
+                        grid = grid_of(dataset)
+                else:
+                    grids.check_resolution(grid, 10 * FACTORS[suffix], path)
+                try:
+                    if suffix == "10m":
+                        check_same_grid(reference, grid, path)
+                    else:  # coarser bands may round their size either way at a ragged border
+                        check_aligned(reference, grid, path, FACTORS[suffix])
+                except RasterError as error:
+                    hint = "" if resample else f"; {grids.RESAMPLE_HINT}"
+                    raise RasterError(f"{error}{hint}") from None
             opened[date, suffix] = sources
     return reference, opened

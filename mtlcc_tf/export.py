@@ -29,7 +29,10 @@ def main(argv: list[str]) -> None:
             directory, _CHECKPOINT.value
         )
         logging.info("exporting %s (step %s)", checkpoint, model_dir.checkpoint_step(checkpoint))
-        export_lib.export(model, run_config.classes, _EXPORT_DIR.value, overwrite=_OVERWRITE.value)
+        train_years = model_dir.read_runtime_record(directory).get("train_years", ())
+        export_lib.export(
+            model, run_config.classes, _EXPORT_DIR.value, _OVERWRITE.value, tuple(train_years)
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         sys.exit(f"export: {error}")
 

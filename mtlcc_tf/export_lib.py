@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import dataset_root, transforms
+from data_pipeline import dataset_root, files, transforms
 from mtlcc_tf import ops
 
 SERVING_KEY = "serving_default"
@@ -69,6 +69,7 @@ def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
     ]  # fmt: skip
 
 
+METADATA_FILE = "mtlcc.json"  # beside saved_model.pb: what the SavedModel format has no place for
 MIN_YEAR, MAX_YEAR = 1970, 2100  # years a real observation may have (Landsat 1 onwards)
 
 
@@ -173,6 +174,7 @@ def export(
     class_table: dataset_root.ClassTable,
     export_dir: str,
     overwrite: bool = False,
+    train_years: tuple[int, ...] = (),
 ) -> str:
     """Writes `model` as a SavedModel with the `serving_default` and `classes` signatures.
 
@@ -184,6 +186,8 @@ def export(
       class_table: the classes the model was trained with (index i <-> known_ids[i]).
       export_dir: the SavedModel folder to create (local path).
       overwrite: replace an existing non-empty `export_dir`.
+      train_years: the years the model was trained on, written to `<export_dir>/mtlcc.json`
+        (for predict's warning on scenes of other years); () if unknown.
 
     Returns:
       `export_dir`.
@@ -219,6 +223,7 @@ def export(
                     CLASSES_KEY: module.classes.get_concrete_function(),
                 },
             )
+        files.write_json(os.path.join(saved, METADATA_FILE), {"train_years": list(train_years)})
         _replace(saved, export_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import os
 from collections.abc import Sequence
@@ -81,7 +82,7 @@ def _create_geotiff(path: str, array: np.ndarray, geotransform) -> object:
 
     height, width = array.shape
     dataset = rasters.create_geotiff(
-        path, width, height, 1, array.dtype, geotransform.gdal(), int(geotransform.srid)
+        path, width, height, 1, array.dtype, geotransform.gdal(), geotransform.crs
     )
     dataset.GetRasterBand(1).WriteArray(array)
     return dataset
@@ -139,6 +140,31 @@ def describe_class_band(band, class_table: dataset_root.ClassTable) -> None:
     band.SetDescription("predicted class (label id)")
 
 
+def qgis_style(class_table: dataset_root.ClassTable) -> str:
+    """A QGIS layer style (`.qml`) of a class-id raster: a paletted renderer with the PNGs'
+    colours and the class names as labels, unknown (0) transparent."""
+    colors = class_colors(class_table.num_classes)
+    entries = "\n".join(
+        f'        <paletteEntry value="{label_id}" color="#{"".join(f"{c:02x}" for c in color)}" '
+        f'label="{html.escape(name, quote=True)}" alpha="255"/>'
+        for label_id, name, color in zip(
+            class_table.known_ids, class_table.known_names, colors, strict=True
+        )
+    )
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22" styleCategories="Symbology">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+"""
+
+
 def write_float_geotiff(
     path: str,
     values: np.ndarray,
@@ -187,7 +213,10 @@ def read_geotiff(path: str) -> tuple[np.ndarray, tuple[float, ...], int | None, 
     dataset = gdal.Open(path)
     band = dataset.GetRasterBand(1)
     reference = osr.SpatialReference(wkt=dataset.GetProjection())
-    reference.AutoIdentifyEPSG()
+    try:
+        reference.AutoIdentifyEPSG()
+    except RuntimeError:
+        pass  # a CRS without EPSG code
     code = reference.GetAuthorityCode(None)
     return (
         band.ReadAsArray(),

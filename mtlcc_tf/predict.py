@@ -3,9 +3,10 @@
 python -m mtlcc_tf.predict --model=runs/convgru/saved_model --input=scenes/T32UQU \
     --output=maps/T32UQU.tif [--tile_size=48 --overlap=16 --batch_size=4 --checkpoint=best]
 
-Writes MAP.tif (the dataset's label ids, with a colour table and class names) and
-MAP_confidence.tif (probability of the predicted class) on the scene's 10 m grid; see
-predict_lib for the windows and how their overlaps are blended.
+Writes MAP.tif (the dataset's label ids, with a colour table and class names), MAP.qml (its
+QGIS style) and MAP_confidence.tif (probability of the predicted class) on the scene's 10 m grid;
+no-data pixels get the files' NoData values. See predict_lib for the windows and how their
+overlaps are blended.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "best", "For a model directory: 'best', 'last' or a checkpoint path."
 )
 _YEAR = flags.DEFINE_integer("year", None, "Year of the dates to use (scenes of several years).")
+_RESAMPLE = flags.DEFINE_bool(
+    "resample",
+    False,
+    "Warp files that are not on the Sentinel-2 grid (10/20/60 m pixels) onto it, as "
+    "data_pipeline.ingest --resample does; without it such a scene is refused.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -53,6 +60,7 @@ def main(argv: list[str]) -> None:
         overlap=_OVERLAP.value,
         batch_size=_BATCHSIZE.value,
         year=_YEAR.value,
+        resample=_RESAMPLE.value,
     )
     try:
         config.validate()

@@ -20,6 +20,15 @@ and finished rows are written to the GeoTIFFs as soon as no later window touches
 block cache holds at most the blocks of every file that a row of windows touches
 (`rasters.block_cache`). So memory is O(scene width x (tile_size + block height) x (classes +
 dates x bands)), not the scene.
+
+No-data: a pixel without data on every date of the year (all 10 m bands 0, the files' NoData
+value, or NaN; see `rasters.read_bands`) gets class 0 and confidence -1, both the files' NoData
+values, whatever the model says there. NaN or infinite reflectances read as no-data, so they never
+reach the model (whose serving signature refuses them).
+
+Files for GIS: the class map gets a colour table and class names (in its `.aux.xml`), a QGIS style
+beside it (`<map>.qml`, loaded by QGIS with the map) and internal overviews (nearest neighbour for
+the classes, average for the confidence) down to about 64 px, so a whole scene opens fast.
 """
 
 from __future__ import annotations
@@ -34,11 +43,13 @@ import tensorflow as tf
 from absl import logging
 from osgeo import gdal
 
-from data_pipeline import dataset_root, rasters, scenes, transforms
+from data_pipeline import dataset_root, files, ingest_lib, rasters, scenes, transforms
 from data_pipeline.rasters import RasterError
 from mtlcc_tf import export_lib, images, model_dir
 
 WEIGHT_FLOOR = 0.05
+NODATA_CONFIDENCE = -1.0
+_SMALLEST_OVERVIEW = 64  # pixels along the longer side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +65,7 @@ class PredictConfig:
         number of 60 m pixels (16 -> 18 for tile_size 48).
       batch_size: windows per model call.
       year: the year whose dates to use; None for a scene of one year.
+      resample: warp files that are not on the Sentinel-2 grid onto it (`data_pipeline.grids`).
     """
 
     input: str
@@ -63,6 +75,7 @@ class PredictConfig:
     overlap: int = 16
     batch_size: int = 4
     year: int | None = None
+    resample: bool = False
 
     def validate(self) -> PredictConfig:
         if self.tile_size < 6 or self.tile_size % 6:
@@ -82,6 +95,11 @@ class PredictConfig:
     def confidence_path(self) -> str:
         return self.confidence_output or f"{os.path.splitext(self.output)[0]}_confidence.tif"
 
+    @property
+    def style_path(self) -> str:
+        """The class map's QGIS style, which QGIS loads with it: `<output stem>.qml`."""
+        return f"{os.path.splitext(self.output)[0]}.qml"
+
 
 def window_offsets(length: int, tile_size: int, stride: int) -> list[int]:
     """Offsets of the windows along one axis; the last ends at `length` rounded up to 6 px."""
@@ -89,6 +107,15 @@ def window_offsets(length: int, tile_size: int, stride: int) -> list[int]:
         return [0]
     last = -(-(length - tile_size) // 6) * 6
     return list(range(0, last, stride)) + [last]
+
+
+def overview_levels(width: int, height: int, smallest: int = _SMALLEST_OVERVIEW) -> list[int]:
+    """Overview factors 2, 4, 8, ... while the overview's longer side keeps >= `smallest` px."""
+    levels, factor = [], 2
+    while -(-max(width, height) // factor) >= smallest:
+        levels.append(factor)
+        factor *= 2
+    return levels
 
 
 def blend_weights(tile_size: int) -> np.ndarray:
@@ -153,12 +180,14 @@ class Predictor:
       class_table: the classes, index i of the probabilities <-> class_table.known_ids[i].
       source: what was loaded, for messages.
       tile_size: the static input size the model needs, or None for any.
+      train_years: the years it was trained on; () if unknown.
     """
 
     probabilities: Callable[[dict[str, np.ndarray]], np.ndarray]
     class_table: dataset_root.ClassTable
     source: str
     tile_size: int | None = None
+    train_years: tuple[int, ...] = ()
 
 
 def _raw_signature() -> list[tf.TensorSpec]:
@@ -195,7 +224,9 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
                 "probabilities"
             ].numpy()
 
-        return Predictor(saved_model_probabilities, table, path)
+        metadata = os.path.join(path, export_lib.METADATA_FILE)
+        years = files.read_json(metadata).get("train_years", []) if os.path.isfile(metadata) else []
+        return Predictor(saved_model_probabilities, table, path, train_years=tuple(years))
     model, run_config, checkpoint = model_dir.restore_for_inference(path, which)
 
     @tf.function(input_signature=_raw_signature())
@@ -206,9 +237,11 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
     def model_probabilities(raw: dict[str, np.ndarray]) -> np.ndarray:
         return serve_model(**{key: tf.constant(value) for key, value in raw.items()}).numpy()
 
+    years = model_dir.read_runtime_record(path).get("train_years", [])
     return Predictor(
-        model_probabilities, run_config.classes, checkpoint, run_config.model.tile_size
-    )
+        model_probabilities, run_config.classes, checkpoint, run_config.model.tile_size,
+        tuple(years),
+    )  # fmt: skip
 
 
 class _MapWriter:
@@ -230,23 +263,43 @@ class _MapWriter:
 
     @staticmethod
     def _create(path: str, dtype, reference: rasters.Grid) -> gdal.Dataset:
+        # The input's own CRS, even without an EPSG code.
         dataset = rasters.create_geotiff(
-            path, reference.width, reference.height, 1, dtype, reference.geotransform, 0
-        )
-        dataset.SetProjection(reference.wkt)  # the input's own CRS, even without an EPSG code
+            path, reference.width, reference.height, 1, dtype, reference.geotransform,
+            reference.wkt,
+        )  # fmt: skip
+        nodata = dataset_root.UNKNOWN_ID if np.issubdtype(dtype, np.integer) else NODATA_CONFIDENCE
+        dataset.GetRasterBand(1).SetNoDataValue(nodata)
         return dataset
 
-    def write_rows(self, y0: int, probabilities: np.ndarray) -> None:
-        """Writes [rows, width, classes] blended probabilities at row `y0`."""
+    def write_rows(self, y0: int, probabilities: np.ndarray, no_data: np.ndarray) -> None:
+        """Writes [rows, width, classes] blended probabilities at row `y0`; pixels where
+        `no_data` [rows, width] is True get the NoData values."""
         indices = probabilities.argmax(axis=-1)
-        ids = self.known_ids[indices].astype(self.dtype)
-        self.classes.GetRasterBand(1).WriteArray(ids, 0, y0)
-        self.confidence.GetRasterBand(1).WriteArray(probabilities.max(axis=-1), 0, y0)
+        ids = np.where(no_data, dataset_root.UNKNOWN_ID, self.known_ids[indices])
+        confidence = np.where(no_data, NODATA_CONFIDENCE, probabilities.max(axis=-1))
+        self.classes.GetRasterBand(1).WriteArray(ids.astype(self.dtype), 0, y0)
+        self.confidence.GetRasterBand(1).WriteArray(confidence.astype(np.float32), 0, y0)
+
+    def build_overviews(self) -> None:
+        """Internal, DEFLATE-compressed overviews of both files (see `overview_levels`)."""
+        levels = overview_levels(self.classes.RasterXSize, self.classes.RasterYSize)
+        if not levels:
+            return
+        previous = gdal.GetConfigOption("COMPRESS_OVERVIEW")
+        gdal.SetConfigOption("COMPRESS_OVERVIEW", "DEFLATE")
+        try:
+            self.classes.BuildOverviews("NEAREST", levels)
+            self.confidence.BuildOverviews("AVERAGE", levels)
+        finally:
+            gdal.SetConfigOption("COMPRESS_OVERVIEW", previous)
 
     def __enter__(self) -> _MapWriter:
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self.build_overviews()
         for dataset in (self.classes, self.confidence):
             dataset.FlushCache()
         self.classes = self.confidence = None  # closes the files
@@ -282,7 +335,14 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
             f"pass tile_size={predictor.tile_size}"
         )
     dates = select_dates(scenes.find_dates(config.input), config.year, config.input)
-    reference, opened = scenes.open_scene(dates)
+    year = scenes.parse_date(next(iter(dates)))[0]
+    if predictor.train_years and year not in predictor.train_years:
+        logging.warning(
+            "%s: the scene's dates are of %d, the model was trained on %s: crops keep other "
+            "calendars in other years, so expect a lower accuracy than the model's evaluation",
+            config.input, year, ", ".join(map(str, predictor.train_years)),
+        )  # fmt: skip
+    reference, opened = scenes.open_scene(dates, config.resample)
     doy_year = np.array([scenes.parse_date(date)[::-1] for date in dates], np.int32)
     size, stride = config.tile_size, config.stride
     xs = window_offsets(reference.width, size, stride)
@@ -295,7 +355,7 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
     )  # fmt: skip
     writer = _MapWriter(config.output, config.confidence_path, reference, predictor.class_table)
     accumulator = _Accumulator(size, padded_width, predictor.class_table.num_classes)
-    start = time.perf_counter()
+    start, no_data_pixels = time.perf_counter(), 0
     datasets = [dataset for sources in opened.values() for _, dataset in sources]
     with writer, rasters.block_cache([*datasets, writer.classes, writer.confidence], size):
         for row, y0 in enumerate(ys):
@@ -323,13 +383,20 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
             next_y0 = ys[row + 1] if row + 1 < len(ys) else y0 + size
             blended = accumulator.pop(next_y0 - y0)
             finished = min(next_y0, reference.height)
-            writer.write_rows(y0, blended[: finished - y0, : reference.width])
+            x10 = strips["x10"][1][:, : finished - y0, : reference.width]
+            no_data = ingest_lib.no_data(x10)
+            no_data_pixels += int(no_data.sum())
+            writer.write_rows(y0, blended[: finished - y0, : reference.width], no_data)
             _log_progress(row + 1, len(ys), finished * reference.width, start)
     seconds = time.perf_counter() - start
+    files.write_text(config.style_path, images.qgis_style(predictor.class_table))
     return {
         "input": config.input,
         "output": config.output,
         "confidence_output": config.confidence_path,
+        "qgis_style": config.style_path,
+        "crs": rasters.crs_name(reference.wkt),
+        "no_data_pixels": no_data_pixels,
         "width": reference.width,
         "height": reference.height,
         "num_dates": len(dates),

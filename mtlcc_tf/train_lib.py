@@ -115,17 +115,6 @@ def _steps(train_config: TrainConfig, num_tiles: int, batch_size: int) -> tuple[
     return steps_per_epoch, train_config.train_steps or train_config.epochs * steps_per_epoch
 
 
-def _class_weights(train_data: DataConfig, split, power: float, class_names) -> tuple | None:
-    """The loss's class weights for `power` (None when 0), from the training split's labels."""
-    if not power:
-        return None
-    counts = input_pipeline.count_labels(train_data, split)
-    weights = metrics.class_weights(counts, power)
-    pairs = zip(class_names, weights, strict=True)
-    logging.info("class weights (power %g): %s", power, ", ".join(f"{n} {w:.2f}" for n, w in pairs))
-    return weights
-
-
 def _hparams(**configs) -> dict[str, Any]:
     return {
         f"{prefix}/{key}": value
@@ -210,6 +199,10 @@ def train_and_evaluate(
             model_dir, "; ".join(changes),
         )  # fmt: skip
     runtime_record["train_files"] = len(split.files)
+    # For predict's warning on scenes of other years (sections are named by year).
+    runtime_record["train_years"] = sorted(
+        int(section.name) for section in split.sections if section.name.isdigit()
+    )
     if chief:
         for path in model_dir_lib.remove_partial_checkpoints(model_dir):
             logging.warning("removed %s, left by an interrupted checkpoint write", path)
@@ -286,6 +279,8 @@ def _train_loop(
         train_confusion = metrics.ConfusionMatrix(len(class_names), name="train_confusion")
         eval_confusion = metrics.ConfusionMatrix(len(class_names), name="eval_confusion")
     train_split, eval_split = splits
+    census = input_pipeline.label_census(train_data, train_split)
+    train_steps.check_training_labels(census, train_data.root)
     iterator = train_steps.train_iterator(train_data, strategy, train_split)
     eval_dataset = train_steps.eval_dataset(
         eval_data, strategy, train_config.max_eval_batches, eval_split
@@ -326,7 +321,7 @@ def _train_loop(
         train_confusion,
         step,
         runtime_config.jit_compile,
-        _class_weights(train_data, train_split, train_config.class_weight_power, class_names),
+        train_steps.loss_class_weights(census, train_config.class_weight_power, class_names),
     )
     eval_function = train_steps.make_eval_function(strategy, model, eval_confusion)
     writers = summaries.Writers(model_dir, chief)

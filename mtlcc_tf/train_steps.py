@@ -188,3 +188,32 @@ def panel_tiles(
     for batch in input_pipeline.build_dataset(config, split=split).take(1):
         return {key: batch[key].numpy() for key in PANEL_KEYS}
     return None
+
+
+def check_training_labels(census: input_pipeline.LabelCensus, root: str) -> None:
+    """Logs how many training tiles hold no labelled pixel (they are skipped); raises
+    ValueError naming the root if none holds one."""
+    if not census.labelled_tiles:
+        raise ValueError(
+            f"{root}: none of the {census.tiles} training tiles holds a labelled pixel "
+            "(every label is 0, unknown): nothing to learn from"
+        )
+    unlabelled = census.tiles - census.labelled_tiles
+    if unlabelled:
+        log = logging.warning if unlabelled * 2 > census.tiles else logging.info
+        log(
+            "%d of %d training tiles hold no labelled pixel: skipped in training batches",
+            unlabelled, census.tiles,
+        )  # fmt: skip
+
+
+def loss_class_weights(
+    census: input_pipeline.LabelCensus, power: float, class_names
+) -> tuple | None:
+    """The loss's class weights for `power` (None when 0), from the training split's labels."""
+    if not power:
+        return None
+    weights = metrics.class_weights(census.counts, power)
+    pairs = zip(class_names, weights, strict=True)
+    logging.info("class weights (power %g): %s", power, ", ".join(f"{n} {w:.2f}" for n, w in pairs))
+    return weights

@@ -154,7 +154,9 @@ def write_vector(path: str, parcels: list[tuple[int, str]], epsg: int | None = w
             each.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     driver = "ESRI Shapefile" if path.endswith(".shp") else "GPKG"
     source = ogr.GetDriverByName(driver).CreateDataSource(path)
-    layer = source.CreateLayer("parcels", srs, ogr.wkbPolygon)
+    # No spatial index: some SQLite builds lack the R*Tree module GeoPackages use for it.
+    options = [] if path.endswith(".shp") else ["SPATIAL_INDEX=NO"]
+    layer = source.CreateLayer("parcels", srs, ogr.wkbPolygon, options=options)
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     for class_id, wkt in parcels:
         geometry = ogr.CreateGeometryFromWkt(wkt)

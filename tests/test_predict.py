@@ -59,11 +59,17 @@ def test_cut_like_ingest_equals_predict_tiles_on_the_ingested_root(setup, tmp_pa
     assert images.read_geotiff(output)[3][22] == "winter wheat"
     dataset = gdal.Open(output)  # kept: a band outlived by its dataset crashes GDAL
     assert dataset.GetRasterBand(1).GetColorTable().GetColorEntry(22)[3] == 255
-    assert sorted(os.listdir(tmp_path)) == ["map.tif", "map.tif.aux.xml", "map_confidence.tif"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "map.qml",
+        "map.tif",
+        "map.tif.aux.xml",
+        "map_confidence.tif",
+    ]
     # The same tiles through ingest and the evaluation pipeline.
-    # Labels all unknown and the model's class table: the predictions do not depend on them.
+    # Labels of one class and the model's class table: the predictions do not depend on them.
     root, labels = str(tmp_path / "root"), str(tmp_path / "labels" / "y.tif")
-    rasters.write_geotiff(labels, np.zeros((24, 36), np.uint16), reference.geotransform, 32632)
+    one_class = np.full((24, 36), CLASSES.known_ids[0], np.uint16)
+    rasters.write_geotiff(labels, one_class, reference.geotransform, 32632)
     dataset_root.write_classes(str(tmp_path / "labels"), CLASSES)
     classes_file = str(tmp_path / "labels" / "classes.txt")
     ingest_lib.ingest(
