@@ -303,7 +303,7 @@ def ingest_scene(config: IngestConfig) -> dict:
     reference, opened = open_scene(dates, config.resample)
     if reference.wkt and not reference.epsg:
         logging.warning(
-            "%s: the CRS (%s) has no EPSG code; its WKT is kept in %s",
+            "%s: CRS %s; its WKT is kept in %s (geotransforms.csv says srid 0)",
             config.input, rasters.crs_name(reference.wkt), dataset_root.CRS_FILE,
         )  # fmt: skip
     table, _ = _class_table(config)
