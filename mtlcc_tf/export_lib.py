@@ -22,7 +22,13 @@ It returns
   confidence     float32 [batch, H, W]   the probability of the predicted class
 
 The `classes` signature (no inputs) returns `ids` int32 [K] and `names` string [K]; the same table
-is in `assets/classes.txt` (`id|name` lines, as in a dataset root).
+is in `assets/classes.txt` (`id|name` lines, as in a dataset root). The `metadata` signature
+returns `precision` (string: the Keras dtype policy the model computes in, `float32` or
+`mixed_bfloat16`, chosen at export) and `train_years` int32 [n]. `saved_model_cli show --all`
+lists it; `saved_model_cli run` cannot call a signature without inputs, so print it with
+
+  python -c "import tensorflow as tf; print(tf.saved_model.load('SAVED_MODEL')
+      .signatures['metadata']())"
 """
 
 from __future__ import annotations
@@ -35,11 +41,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import dataset_root, files, transforms
+from data_pipeline import dataset_root, transforms
 from mtlcc_tf import ops
 
 SERVING_KEY = "serving_default"
 CLASSES_KEY = "classes"
+METADATA_KEY = "metadata"
 BANDS = {"x10": 4, "x20": 6, "x60": 3}
 
 
@@ -69,7 +76,6 @@ def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
     ]  # fmt: skip
 
 
-METADATA_FILE = "mtlcc.json"  # beside saved_model.pb: what the SavedModel format has no place for
 MIN_YEAR, MAX_YEAR = 1970, 2100  # years a real observation may have (Landsat 1 onwards)
 
 
@@ -108,9 +114,17 @@ def _check_values(x10, x20, x60, doy, year) -> list[tf.Operation]:
 class ServingModule(tf.Module):
     """Wraps a Keras model and its class table in the signatures described in the module doc."""
 
-    def __init__(self, model: keras.Model, class_table: dataset_root.ClassTable, classes_file: str):
+    def __init__(
+        self,
+        model: keras.Model,
+        class_table: dataset_root.ClassTable,
+        classes_file: str,
+        train_years: tuple[int, ...] = (),
+    ):
         super().__init__(name="mtlcc_serving")
         self.model = model
+        self.precision = tf.constant(model.dtype_policy.name, tf.string, name="precision")
+        self.train_years = tf.constant(list(train_years), tf.int32, shape=[len(train_years)])
         self.class_ids = tf.constant(class_table.known_ids, tf.int32, name="class_ids")
         self.class_names = tf.constant(class_table.known_names, tf.string, name="class_names")
         self.classes_asset = tf.saved_model.Asset(classes_file)
@@ -156,6 +170,15 @@ class ServingModule(tf.Module):
         """The class table: label ids and names, in the order of the probabilities' last axis."""
         return {"ids": tf.identity(self.class_ids), "names": tf.identity(self.class_names)}
 
+    @tf.function(input_signature=[])
+    def metadata(self):
+        """The compute precision the model serves in (a Keras policy name) and the years it was
+        trained on."""
+        return {
+            "precision": tf.identity(self.precision),
+            "train_years": tf.identity(self.train_years),
+        }
+
 
 def _check_model(model: keras.Model, class_table: dataset_root.ClassTable) -> None:
     try:
@@ -186,8 +209,11 @@ def export(
       class_table: the classes the model was trained with (index i <-> known_ids[i]).
       export_dir: the SavedModel folder to create (local path).
       overwrite: replace an existing non-empty `export_dir`.
-      train_years: the years the model was trained on, written to `<export_dir>/mtlcc.json`
-        (for predict's warning on scenes of other years); () if unknown.
+      train_years: the years the model was trained on, for predict's warning on scenes of other
+        years (the `metadata` signature); () if unknown.
+
+    The model serves in the precision (dtype policy) it was built with: build it under a
+    `mixed_bfloat16` policy for bf16 serving (`model_dir.restore_model(precision=...)`).
 
     Returns:
       `export_dir`.
@@ -211,7 +237,7 @@ def export(
                 f"{label_id}|{name}\n"
                 for label_id, name in zip(class_table.ids, class_table.names, strict=True)
             )
-        module = ServingModule(model, class_table, classes_file)
+        module = ServingModule(model, class_table, classes_file, train_years)
         saved = os.path.join(temporary, "saved_model")
         # Graph ops only: a server without mtlcc_tf's kernel library can load the model.
         with ops.disabled():
@@ -221,9 +247,9 @@ def export(
                 signatures={
                     SERVING_KEY: module.serve.get_concrete_function(),
                     CLASSES_KEY: module.classes.get_concrete_function(),
+                    METADATA_KEY: module.metadata.get_concrete_function(),
                 },
             )
-        files.write_json(os.path.join(saved, METADATA_FILE), {"train_years": list(train_years)})
         _replace(saved, export_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -296,6 +296,17 @@ def resolve_runtime(runtime_config: RuntimeConfig) -> tuple[RuntimeConfig, dict[
     return dataclasses.replace(runtime_config, precision=precision.policy), record
 
 
+def resolve_serving_precision(requested: str) -> str:
+    """`requested` ('auto', 'float32' or 'mixed_bfloat16') as a Keras policy for inference on
+    this machine (`auto` as for training: `resolve_precision`); logs the choice."""
+    cpu = cpu_info()
+    gpus = gpu_compute_capabilities()
+    probe = functools.partial(cached_bfloat16_speedup, cpu)
+    precision = resolve_precision(requested, cpu, gpus, probe)
+    logging.info("inference precision %s: %s", precision.policy, precision.reason)
+    return precision.policy
+
+
 def _fused_kernels_in_use() -> bool:
     from mtlcc_tf import ops
 

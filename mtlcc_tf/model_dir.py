@@ -322,12 +322,16 @@ def dummy_inputs(model_config: ModelConfig, time_steps: int = 2) -> dict[str, np
     }
 
 
-def restore_model(model_dir: str, which: str = "best") -> tuple[keras.Model, RunConfig]:
+def restore_model(
+    model_dir: str, which: str = "best", precision: str | None = None
+) -> tuple[keras.Model, RunConfig]:
     """Rebuilds the model of a model directory and restores its weights.
 
     Args:
         model_dir: written by `mtlcc_tf.train`.
         which: "best", "last" or a checkpoint path (see `checkpoint_path`).
+        precision: the Keras dtype policy to compute in ("float32", "mixed_bfloat16"); None for
+            the global policy. Variables are float32 under every policy, so any checkpoint fits.
 
     Returns:
         The model (weights restored, ready for inference) and the run config.
@@ -338,7 +342,13 @@ def restore_model(model_dir: str, which: str = "best") -> tuple[keras.Model, Run
     """
     run_config = read_run_config(model_dir)
     path = checkpoint_path(model_dir, which)
-    model = models.build_model(run_config.model)
+    previous = keras.mixed_precision.global_policy()
+    if precision:
+        keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = models.build_model(run_config.model)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     model(dummy_inputs(run_config.model), training=False)
     try:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
@@ -356,7 +366,7 @@ def restore_model(model_dir: str, which: str = "best") -> tuple[keras.Model, Run
 
 
 def restore_for_inference(
-    directory: str, which: str = "best"
+    directory: str, which: str = "best", precision: str | None = None
 ) -> tuple[keras.Model, RunConfig, str]:
     """`restore_model` for the entry points; also returns the checkpoint path it restored.
 
@@ -370,7 +380,7 @@ def restore_for_inference(
         raise FileNotFoundError(f"--model_dir={directory}: no such directory")
     read_run_config(directory)
     checkpoint = checkpoint_path(directory, which)
-    model, run_config = restore_model(directory, checkpoint)
+    model, run_config = restore_model(directory, checkpoint, precision)
     return model, run_config, checkpoint
 
 

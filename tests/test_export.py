@@ -212,3 +212,34 @@ def test_entry_point(tmp_path):
     assert set(np.unique(outputs["class_ids"].numpy())) <= set(CLASSES.known_ids)
     again = run_module("mtlcc_tf.export", *args)
     assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_bfloat16_export_serves_in_bfloat16_and_says_so(tiny_trained_model, tmp_path):
+    """--precision=mixed_bfloat16: the metadata signature (and saved_model_cli) names the
+    precision and the training years; probabilities within bf16's rounding of float32's."""
+    root, models_dir = tiny_trained_model
+    directory = os.path.join(models_dir, "seed_0")
+    outputs = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        export_dir = str(tmp_path / precision)
+        done = run_module(
+            "mtlcc_tf.export", f"--model_dir={directory}", f"--export_dir={export_dir}",
+            "--checkpoint=last", f"--precision={precision}",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        loaded = tf.saved_model.load(export_dir)
+        metadata = loaded.signatures["metadata"]()
+        assert metadata["precision"].numpy().decode() == precision
+        assert metadata["train_years"].numpy().tolist() == [2016]
+        tile_list = [records.read_tile(os.path.join(root, "data16", "1.tfrecord.gz"))[0]]
+        inputs = {key: tf.constant(value) for key, value in raw_inputs(tile_list).items()}
+        outputs[precision] = loaded.signatures["serving_default"](**inputs)["probabilities"]
+    difference = np.abs(outputs["float32"].numpy() - outputs["mixed_bfloat16"].numpy())
+    assert 0 < difference.max() < 0.05
+    shown = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", str(tmp_path / "mixed_bfloat16"), "--all"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "signature_def['metadata']" in shown.stdout and "['precision']" in shown.stdout
