@@ -153,6 +153,35 @@ def num_local_replicas(strategy: tf.distribute.Strategy) -> int:
     return strategy.num_replicas_in_sync // num_workers(strategy)
 
 
+def gather_worker_rows(strategy: tf.distribute.Strategy, row) -> list[list[float]]:
+    """Every worker's `row` (equal lengths), on every worker: [num_workers][len(row)], in
+    worker order (the chief first). One process: [row].
+
+    A SUM all-reduce of a matrix in which each worker fills its own row (through its first
+    local replica only), since `tf.distribute` reduces by SUM or MEAN only. Values travel as
+    float64: integers up to 2**53 stay exact.
+    """
+    workers = num_workers(strategy)
+    if workers == 1:
+        return [list(row)]
+    local = num_local_replicas(strategy)
+    matrix = [[0.0] * len(row) for _ in range(workers)]
+    matrix[worker_index(strategy)] = [float(value) for value in row]
+    mine = tf.constant(matrix, tf.float64)
+
+    @tf.function
+    def all_sum():
+        def contribute():
+            context = tf.distribute.get_replica_context()
+            first = tf.equal(context.replica_id_in_sync_group % local, 0)
+            value = tf.where(first, mine, tf.zeros_like(mine))
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+        return strategy.experimental_local_results(strategy.run(contribute))[0]
+
+    return all_sum().numpy().tolist()
+
+
 def split_stacked(strategy: tf.distribute.Strategy, stacked: dict) -> object:
     """Turns this worker's batches stacked on a leading replica axis into per-replica values.
 

@@ -70,17 +70,64 @@ def checkpoint_managers(
     return last, best
 
 
+def complete_checkpoints(directory: str) -> dict[int, str]:
+    """Step -> path of the complete checkpoints in a manager's folder: listed in its index
+    file (`checkpoint`) and with their `.index` file written, sorted by step.
+
+    A write killed before its end leaves the index file as it was, so it is not listed. Read
+    from the index file itself: a CheckpointManager lists only checkpoints with timestamps.
+    """
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return {}
+    found = {}
+    for path in [*state.all_model_checkpoint_paths, state.model_checkpoint_path]:
+        path = path if os.path.isabs(path) else os.path.join(directory, path)
+        step = model_dir_lib.checkpoint_step(path)
+        if step is not None and tf.io.gfile.exists(f"{path}.index"):
+            found[step] = path
+    return dict(sorted(found.items()))
+
+
+def agree_on_step(worker_steps: list[list[int]]) -> tuple[int | None, str]:
+    """The step every worker resumes at, given each worker's complete checkpoint steps (the
+    chief's first), and why: the newest step all of them have; else the chief's newest (workers
+    without it resume from the chief's checkpoint); None (a fresh start) if the chief has none."""
+    common = set.intersection(*(set(steps) for steps in worker_steps))
+    if common:
+        step = max(common)
+        newest = [steps[-1] if steps else None for steps in worker_steps]
+        if len(set(newest)) > 1:
+            return step, (
+                f"the workers' newest checkpoints are at steps {newest}: all resume at step "
+                f"{step}, the newest that every one of them has completely written"
+            )
+        return step, ""
+    if not worker_steps[0]:
+        return None, "the chief has no checkpoint: every worker starts afresh"
+    step = worker_steps[0][-1]
+    return step, (
+        f"no step has a checkpoint on every worker ({worker_steps}): all resume at the chief's "
+        f"step {step}; workers without it restore the chief's checkpoint and start their input "
+        "afresh"
+    )
+
+
 def restore(
-    manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint, partial: bool = False
+    manager: tf.train.CheckpointManager,
+    checkpoint: tf.train.Checkpoint,
+    partial: bool = False,
+    path: str | None = None,
 ) -> bool:
-    """Restores the manager's latest checkpoint, if any; returns whether there was one.
+    """Restores `path` (default: the manager's latest checkpoint), if any; returns whether there
+    was one.
 
     With `partial`, the file may hold more than `checkpoint` (e.g. an input iterator left out).
 
     Raises:
         ValueError: the checkpoint does not fit (another model, another input pipeline).
     """
-    path = manager.latest_checkpoint
+    path = path or manager.latest_checkpoint
     if not path:
         return False
     try:
@@ -95,6 +142,49 @@ def restore(
             "model or data settings change? Use a new --model_dir or the original flags"
         ) from error
     return True
+
+
+_MAX_STEPS_SHARED = 64  # checkpoint steps a worker reports (far above --keep_checkpoints)
+
+
+def resume(
+    model_dir: str,
+    strategy: tf.distribute.Strategy,
+    manager: tf.train.CheckpointManager,
+    checkpoint: tf.train.Checkpoint,
+    without_input: tf.train.Checkpoint,
+    restore_input_position: bool = True,
+) -> bool:
+    """Restores the run's last checkpoint; returns whether there was one.
+
+    One process: the manager's latest. Several workers: they exchange the steps of their
+    complete checkpoints (one collective) and all resume at the step `agree_on_step` picks, so
+    that none trains out of step after a kill left their checkpoints at different steps; a
+    worker without that step restores the chief's checkpoint without its input position. With
+    `restore_input_position` False, `without_input` (model, optimizer, step) is restored.
+    """
+    path, from_chief = manager.latest_checkpoint, False
+    if distribute.num_workers(strategy) > 1:
+        own = complete_checkpoints(manager.directory)
+        steps = list(own)[-_MAX_STEPS_SHARED:]
+        row = steps + [-1] * (_MAX_STEPS_SHARED - len(steps))
+        rows = distribute.gather_worker_rows(strategy, row)
+        step, why = agree_on_step([sorted(int(v) for v in r if v >= 0) for r in rows])
+        if why:
+            logging.warning(why)
+        if step is None:
+            return False
+        path = own.get(step)
+        if path is None:
+            chief_dir = model_dir_lib.checkpoint_dir(model_dir, "last")
+            path, from_chief = os.path.join(chief_dir, f"ckpt-{step}"), True
+            logging.warning(
+                "this worker has no checkpoint of step %d: restoring %s (model, optimizer, step); "
+                "its input starts afresh", step, path,
+            )  # fmt: skip
+    if from_chief or not restore_input_position:
+        return restore(manager, without_input, partial=True, path=path)
+    return restore(manager, checkpoint, path=path)
 
 
 def save_best(

@@ -296,11 +296,10 @@ def _train_loop(
         model_dir_lib.model_checkpoint(model, step=step),
         train_config.keep_checkpoints,
     )
-    if restore_input_position:
-        resumed = fault_tolerance.restore(last_manager, checkpoint)
-    else:
-        without_input = model_dir_lib.model_checkpoint(model, optimizer=optimizer, step=step)
-        resumed = fault_tolerance.restore(last_manager, without_input, partial=True)
+    without_input = model_dir_lib.model_checkpoint(model, optimizer=optimizer, step=step)
+    resumed = fault_tolerance.resume(
+        model_dir, strategy, last_manager, checkpoint, without_input, restore_input_position
+    )
     initial_step = int(step.numpy())
     record_start()
     logging.info(

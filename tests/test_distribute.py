@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from mtlcc_tf import distribute
+from mtlcc_tf import distribute, fault_tolerance
 from tests.test_train import REPOSITORY, TINY_FLAGS, checkpoint_steps, subprocess_env
 
 # Runs in a fresh process: logical devices must be configured before TensorFlow initialises.
@@ -212,6 +213,43 @@ def test_two_workers_train_together_and_resume(tmp_path):
     assert all("resuming at step 2 of 4" in log for log in logs), logs[1][-2000:]
     assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 4
     assert checkpoint_steps(worker_checkpoints)[-1] == 4
+    # A kill while worker 1 wrote its step-4 checkpoint: the chief has 2-4, worker 1 has 2-3.
+    # Both resume at step 3, the newest they both have, and train in step to the end.
+    drop_newest_checkpoint(worker_checkpoints)
+    logs = run_workers(root, model_dir, 6, tmp_path)
+    assert all("resuming at step 3 of 6" in log for log in logs), logs[1][-2000:]
+    assert "newest checkpoints are at steps [4, 3]: all resume at step 3" in logs[0]
+    assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 6
+    # Worker 1's checkpoints lost altogether: it restores the chief's step and reads afresh.
+    shutil.rmtree(worker_checkpoints)
+    logs = run_workers(root, model_dir, 8, tmp_path)
+    assert all("resuming at step 6 of 8" in log for log in logs), logs[1][-2000:]
+    assert "this worker has no checkpoint of step 6" in logs[1]
+    assert checkpoint_steps(worker_checkpoints)[-1] == 8
+
+
+def drop_newest_checkpoint(directory: str) -> None:
+    """What a kill during the newest checkpoint's write leaves: the index at the one before
+    (TensorFlow updates it only once a checkpoint is written), the new files incomplete."""
+    state = tf.train.get_checkpoint_state(directory)
+    paths = list(state.all_model_checkpoint_paths)
+    for path in tf.io.gfile.glob(f"{os.path.join(directory, paths[-1])}.*"):
+        os.remove(path)
+    tf.compat.v1.train.update_checkpoint_state(
+        directory, paths[-2], all_model_checkpoint_paths=paths[:-1],
+        all_model_checkpoint_timestamps=list(state.all_model_checkpoint_timestamps)[:-1],
+    )  # fmt: skip
+
+
+def test_workers_agree_on_the_newest_step_all_of_them_have():
+    assert fault_tolerance.agree_on_step([[10, 20, 30], [10, 20, 30]]) == (30, "")
+    step, why = fault_tolerance.agree_on_step([[10, 20, 30], [10, 20]])
+    assert step == 20 and "[30, 20]" in why
+    step, why = fault_tolerance.agree_on_step([[20, 30], []])
+    assert step == 30 and "chief's step 30" in why
+    step, why = fault_tolerance.agree_on_step([[], [10]])
+    assert step is None and "starts afresh" in why
+    assert fault_tolerance.agree_on_step([[], []])[0] is None
 
 
 def test_cpu_devices_give_mirrored_training_replicas_on_a_cpu(tmp_path):
