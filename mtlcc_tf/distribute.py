@@ -22,6 +22,17 @@ def task_from_tf_config() -> tuple[str | None, int]:
     return task.get("type"), int(task.get("index", 0))
 
 
+def other_tasks() -> list[str]:
+    """`type index at address` of every other task of TF_CONFIG's cluster (for messages)."""
+    this = task_from_tf_config()
+    return [
+        f"{task_type} {index} at {address}"
+        for task_type, addresses in _tf_config().get("cluster", {}).items()
+        for index, address in enumerate(addresses)
+        if (task_type, index) != this
+    ]
+
+
 def check_tf_config() -> None:
     """Raises ValueError unless TF_CONFIG describes a cluster and this process's task in it."""
     config = _tf_config()
@@ -84,7 +95,16 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
     """
     if name == "multi_worker":
         check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (tf.errors.OpError, RuntimeError) as error:
+            task_type, index = task_from_tf_config()
+            address = _tf_config()["cluster"][task_type][index]
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ValueError(
+                f"could not start the server of this task ({task_type} {index} of TF_CONFIG) at "
+                f"{address}: {first_line}; is the port in use by another process?"
+            ) from error
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     if name == "auto":

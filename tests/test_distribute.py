@@ -265,3 +265,26 @@ def test_cpu_devices_give_mirrored_training_replicas_on_a_cpu(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MirroredStrategy: 2 replicas in sync" in done.stderr
+
+
+def test_a_port_in_use_is_named(tmp_path):
+    """The worker's own port taken by another process: exit 1 naming the address, promptly."""
+    from tests.conftest import write_random_root
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=4, pix10=12, nobs=5)
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[0]))
+        taken.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "mtlcc_tf.train", f"--datadir={root}",
+             f"--model_dir={tmp_path / 'run'}", "--train_steps=2", "--strategy=multi_worker",
+             "--num_image_tiles=0", "--convrnn_filters=2", "--batchsize=2"],
+            cwd=REPOSITORY, env={**subprocess_env(), "TF_CONFIG": tf_config},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"at 127.0.0.1:{ports[0]}" in done.stderr and "port in use" in done.stderr
