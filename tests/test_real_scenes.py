@@ -15,7 +15,7 @@ from osgeo import gdal, ogr, osr
 from data_pipeline import dataset_root, ingest_lib, input_pipeline, inspection, rasters, records
 from data_pipeline.data_config import DataConfig
 from data_pipeline.simulation import geotiff, simulator, writer
-from mtlcc_tf import images, predict_lib, train_steps
+from mtlcc_tf import images, map_files, predict_lib, train_steps
 from tests.conftest import write_random_root
 
 CONFIG = simulator.SimulationConfig(
@@ -185,9 +185,9 @@ def test_resampled_prediction_writes_no_data_and_gis_files(
 
 
 def test_overview_levels():
-    assert predict_lib.overview_levels(10980, 10980) == [2, 4, 8, 16, 32, 64, 128]
-    assert predict_lib.overview_levels(127, 40) == [2]
-    assert predict_lib.overview_levels(126, 40) == []
+    assert map_files.overview_levels(10980, 10980) == [2, 4, 8, 16, 32, 64, 128]
+    assert map_files.overview_levels(127, 40) == [2]
+    assert map_files.overview_levels(126, 40) == []
 
 
 def test_prediction_warns_for_a_year_the_model_was_not_trained_on(
