@@ -5,7 +5,8 @@ import dataclasses
 from mtlcc_tf.layers import cells, encoder, heads
 
 # The choices are the layers' own (one definition each); the stock cell is built by models.
-CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm")
+ATTENTION = "utae"  # the temporal-attention encoder (layers/attention.py), not a recurrent cell
+CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm", ATTENTION)
 PADDINGS = cells.PADDINGS
 AGGREGATION_STRATEGIES = encoder.AGGREGATIONS
 HEADS = heads.HEAD_KINDS
@@ -21,7 +22,9 @@ class ModelConfig:
         input_channels: Channels per observation (the original: 13 bands + doy + year = 15).
         convcell: 'lstm' or 'gru' (the original's cells), or 'keras_convlstm' (baseline:
             stock `keras.layers.ConvLSTM2D`, needs `normalization=False`, `padding='same'`
-            and `tile_size`).
+            and `tile_size`); or 'utae', a U-TAE-style temporal-attention encoder
+            (`layers.attention`: no recurrence; `convrnn_filters` is its width at the tile's
+            resolution, a multiple of 4; the recurrent options do not apply).
         convrnn_filters: Hidden channels per direction (the released models: 256).
         convrnn_kernel: Side of the square recurrent kernels (ignored when `pixelwise`).
         convrnn_layers: Stacked recurrent layers.
@@ -122,6 +125,10 @@ class ModelConfig:
         require(not self.peepholes or self.convcell == "lstm", "peepholes", "needs convcell='lstm'")
         if self.tile_size is not None:
             positive("tile_size")
+        if self.convcell == ATTENTION:
+            require(self.convrnn_filters % 4 == 0, "convrnn_filters", "utae needs a multiple of 4")
+            require(self.aggr_strat == "state", "aggr_strat", "utae pools the dates itself")
+            require(not self.pixelwise, "pixelwise", "not available for utae")
         if self.convcell == "keras_convlstm":
             stock = "keras.layers.ConvLSTM2D"
             require(not self.normalization, "normalization", f"{stock} has no normalisation")

@@ -9,7 +9,8 @@ from mtlcc_tf.layers import (
     StockConvLSTMEncoder,
     TemporalPooling,
 )
-from mtlcc_tf.model_config import ModelConfig
+from mtlcc_tf.layers.attention import TemporalAttentionEncoder
+from mtlcc_tf.model_config import ATTENTION, ModelConfig
 
 ENCODER_NAME = "encoder"
 
@@ -17,6 +18,10 @@ ENCODER_NAME = "encoder"
 def build_encoder(model_config: ModelConfig) -> keras.layers.Layer:
     """The recurrent encoder of `model_config`, named `ENCODER_NAME`."""
     config = model_config
+    if config.convcell == ATTENTION:
+        return TemporalAttentionEncoder(
+            filters=config.convrnn_filters, dropout=config.dropout, name=ENCODER_NAME
+        )
     if config.convcell == "keras_convlstm":
         return StockConvLSTMEncoder(
             filters=config.convrnn_filters,
@@ -134,3 +139,38 @@ def build_analysis_model(model: keras.Model) -> keras.Model:
     view = EncoderStateSequences(encoder, name="state_sequences")
     states = view(encoder_inputs, inputs["sequence_length"])
     return keras.Model(inputs, states, name=f"{model.name}_states")
+
+
+class EncoderAttention(keras.layers.Layer):
+    """A view of a `TemporalAttentionEncoder` returning its attention weights; owns no weights."""
+
+    def __init__(self, encoder: TemporalAttentionEncoder, **kwargs):
+        kwargs.setdefault("dtype", encoder.dtype_policy)
+        super().__init__(**kwargs)
+        self.encoder = encoder
+
+    def call(self, inputs, sequence_length):
+        return self.encoder(inputs, sequence_length, return_attention=True)[1]
+
+    def compute_output_spec(self, inputs, sequence_length):
+        return self.encoder.compute_output_spec(inputs, sequence_length, return_attention=True)[1]
+
+
+def build_attention_model(model: keras.Model) -> keras.Model:
+    """A view of a `convcell='utae'` model returning its attention weights per date, float32
+    [batch, heads, time, height / 2, width / 2] (0 at padding dates); shares all weights.
+
+    Raises:
+        ValueError: for a model without a temporal-attention encoder.
+    """
+    encoder = model.get_layer(ENCODER_NAME)
+    if not isinstance(encoder, TemporalAttentionEncoder):
+        raise ValueError(f"build_attention_model needs convcell '{ATTENTION}'")
+    inputs = {tensor.name: tensor for tensor in model.inputs}
+    encoder_inputs = inputs["inputs"]
+    if any(layer.name == "date_encoding" for layer in model.layers):
+        encoder_inputs = model.get_layer("date_encoding")(encoder_inputs)
+    attention = EncoderAttention(encoder, name="attention")(
+        encoder_inputs, inputs["sequence_length"]
+    )
+    return keras.Model(inputs, attention, name=f"{model.name}_attention")

@@ -1,5 +1,6 @@
 """Keras 3 layers of mtlcc-tf: convolutional recurrent cells, encoders and heads."""
 
+from mtlcc_tf.layers.attention import TemporalAttentionEncoder
 from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell, ConvRecurrentCell
 from mtlcc_tf.layers.dates import DateEncoding
 from mtlcc_tf.layers.encoder import ConvRNNEncoder
@@ -15,6 +16,7 @@ __all__ = [
     "ConvRecurrentCell",
     "DateEncoding",
     "StockConvLSTMEncoder",
+    "TemporalAttentionEncoder",
     "TemporalPooling",
     "run_recurrence",
 ]

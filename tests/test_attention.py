@@ -1,0 +1,112 @@
+"""The temporal-attention encoder (convcell='utae'): shapes, masking, learning, export."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlcc_tf import export_lib, model_config, models
+from mtlcc_tf.layers.dates import DOY_CHANNEL
+from tests.conftest import CLASSES
+
+CONFIG = model_config.ModelConfig(
+    num_classes=CLASSES.num_classes, convcell="utae", convrnn_filters=8
+)
+
+
+def batch(num_dates: int = 5, size: int = 12, seed: int = 0, padding: int = 0) -> dict:
+    """Random inputs with increasing days of year; `padding` all-zero dates at the end."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.uniform(0, 1, (2, num_dates, size, size, 15)).astype(np.float32)
+    doy = np.sort(rng.choice(np.arange(1, 366), (2, num_dates), replace=False), axis=1)
+    inputs[..., DOY_CHANNEL] = (doy / 365.0)[:, :, None, None]
+    inputs = np.concatenate([inputs, np.zeros((2, padding, size, size, 15), np.float32)], 1)
+    return {"inputs": inputs, "sequence_length": np.array([num_dates, num_dates - 2], np.int32)}
+
+
+def build() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return models.build_model(CONFIG)
+
+
+def test_shapes_and_attention_over_real_dates_only():
+    model = build()
+    logits = model(batch())
+    assert logits.shape == (2, 12, 12, CLASSES.num_classes) and logits.dtype == tf.float32
+    attention = models.build_attention_model(model)(batch()).numpy()
+    assert attention.shape == (2, 4, 5, 6, 6)
+    np.testing.assert_allclose(attention.sum(axis=2), 1.0, atol=1e-5)
+    assert not attention[1, :, 3:].any()  # the second tile's last two dates are padding
+    assert model(batch(size=18)).shape == (2, 18, 18, CLASSES.num_classes)  # any size
+
+
+def test_padding_dates_change_nothing():
+    model = build()
+    np.testing.assert_allclose(model(batch()), model(batch(padding=3)), atol=1e-5)
+    # A padding slot filled with garbage: masked all the same.
+    noisy = batch()
+    noisy["inputs"][1, 3:] = 7.0
+    np.testing.assert_allclose(model(batch())[1], model(noisy)[1], atol=1e-5)
+
+
+def test_overfits_a_tiny_batch():
+    model = build()
+    data = batch()
+    labels = np.random.default_rng(1).integers(0, CLASSES.num_classes, (2, 12, 12))
+    optimizer = keras.optimizers.Adam(0.01)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses = []
+    for _ in range(60):
+        with tf.GradientTape() as tape:
+            value = loss(labels, model(data, training=True))
+        gradients = tape.gradient(value, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        losses.append(float(value))
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
+
+
+def test_saved_model_predicts_the_same(tmp_path):
+    model = build()
+    export_dir = export_lib.export(model, CLASSES, str(tmp_path / "export"))
+    served = tf.saved_model.load(export_dir).signatures["serving_default"]
+    rng = np.random.default_rng(2)
+    raw = {
+        "x10": rng.uniform(0, 3000, (1, 4, 12, 12, 4)).astype(np.float32),
+        "x20": rng.uniform(0, 3000, (1, 4, 6, 6, 6)).astype(np.float32),
+        "x60": rng.uniform(0, 3000, (1, 4, 2, 2, 3)).astype(np.float32),
+        "doy": np.array([[20, 80, 150, 200]], np.int32),
+        "year": np.full((1, 4), 2016, np.int32),
+    }
+    from data_pipeline import transforms
+
+    features = transforms.batch_model_inputs(*(tf.constant(raw[k]) for k in raw))
+    expected = tf.nn.softmax(model(features)).numpy()
+    outputs = served(**{key: tf.constant(value) for key, value in raw.items()})
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model_config.ModelConfig(num_classes=3, convcell="utae", convrnn_filters=6).validate()
+    with pytest.raises(ValueError, match="pools the dates itself"):
+        model_config.ModelConfig(num_classes=3, convcell="utae", aggr_strat="avg_output").validate()
+    with pytest.raises(ValueError, match="needs convcell 'utae'"):
+        models.build_attention_model(models.build_model(model_config.ModelConfig(num_classes=3)))
+
+
+def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_path):
+    from mtlcc_tf import model_dir
+    from tests.conftest import run_entry_point
+
+    root, _ = tiny_trained_model
+    directory = str(tmp_path / "utae")
+    done = run_entry_point(
+        "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={directory}", "--convcell=utae",
+        "--convrnn_filters=4", "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    model, run_config = model_dir.restore_model(directory, "last")
+    assert run_config.model.convcell == "utae"
+    assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
