@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -110,3 +113,13 @@ def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_pat
     model, run_config = model_dir.restore_model(directory, "last")
     assert run_config.model.convcell == "utae"
     assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
+    # Its attention against the records' cloud masks, trained and untrained.
+    results = str(tmp_path / "results")
+    done = run_entry_point(
+        "mtlcc_tf.attention_clouds", f"--datadir={root}", f"--runs={directory}",
+        f"--results_dir={results}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(0.0 <= summary[name]["mean"] <= 1.0 for name in ("trained", "untrained"))
+    assert os.path.isfile(os.path.join(results, "results.md"))
