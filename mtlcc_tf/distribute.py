@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
+import sys
+import time
 
 import tensorflow as tf
 from absl import logging
@@ -43,6 +48,99 @@ def check_tf_config() -> None:
             "--strategy=multi_worker needs TF_CONFIG with a 'cluster' and this process's 'task' "
             f"in it (see docs/distributed.md); TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}"
         )
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class PeersMissing(ValueError):
+    """Some tasks of TF_CONFIG's cluster did not answer within the connection timeout."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises(what: str):
+    """SIGTERM ends the wait at once with status 143 (a Python handler, so TensorFlow's
+    coordination service, not started yet, cannot swallow it)."""
+
+    def handler(signum, frame):
+        print(f"SIGTERM while {what}: exiting before training (status 143)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_peers(timeout_s: float, poll_s: float = 0.5) -> None:
+    """Waits until every other collective task of TF_CONFIG's cluster accepts TCP connections
+    on its port, before MultiWorkerMirroredStrategy connects.
+
+    TensorFlow's own connection phase blocks in C++, holding Python's lock, and catches SIGTERM
+    without ending the process: a worker whose peer never comes would wait forever. This
+    rendezvous runs in Python first. Each task listens on its own TF_CONFIG port (a plain socket
+    that only completes TCP handshakes, closed before TensorFlow's server binds the port) and
+    connects to every other task's port until all have answered. During the wait SIGTERM ends
+    the process with status 143. What remains unguarded is the short window between this
+    rendezvous and the strategy's own connection (a peer that dies inside it).
+
+    Raises:
+        ValueError: this task's port is taken by another process (names the address).
+        PeersMissing: `timeout_s` passed; names the tasks that never answered.
+    """
+    check_tf_config()
+    config = _tf_config()
+    this = task_from_tf_config()
+    own_address = config["cluster"][this[0]][this[1]]
+    peers = {
+        f"{task_type} {index} at {address}": _split_address(address)
+        for task_type, addresses in config["cluster"].items()
+        if task_type in ("chief", "worker")
+        for index, address in enumerate(addresses)
+        if (task_type, index) != this
+    }
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", _split_address(own_address)[1]))
+    except OSError as error:
+        listener.close()
+        raise ValueError(
+            f"could not start the server of this task ({this[0]} {this[1]} of TF_CONFIG) at "
+            f"{own_address}: {error.strerror}; is the port in use by another process?"
+        ) from error
+    listener.listen(64)
+    missing = dict(peers)
+    start = last_report = time.monotonic()
+    what = f"waiting for {', '.join(missing)}"
+    if missing:
+        logging.info("%s (for at most %g s)", what, timeout_s)
+    try:
+        with _sigterm_raises(what):
+            while missing:
+                for name, (host, port) in list(missing.items()):
+                    with contextlib.suppress(OSError):
+                        socket.create_connection((host, port), timeout=1.0).close()
+                        del missing[name]
+                now = time.monotonic()
+                if not missing:
+                    break
+                if now - start > timeout_s:
+                    raise PeersMissing(
+                        f"{this[0]} {this[1]} waited {timeout_s:g} s for {', '.join(missing)}, "
+                        "which never answered; start every task of TF_CONFIG"
+                    )
+                if now - last_report >= 30:
+                    logging.info("waiting for %s (%.0f s)", ", ".join(missing), now - start)
+                    last_report = now
+                time.sleep(poll_s)
+    finally:
+        listener.close()
+    if peers:
+        logging.info("all %d other tasks answered: connecting", len(peers))
 
 
 def is_chief_task(strategy_name: str) -> bool:

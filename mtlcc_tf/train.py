@@ -143,6 +143,12 @@ flags.DEFINE_integer(
     "replica each (to try data-parallel training on a CPU; they share its cores).",
     lower_bound=1,
 )  # fmt: skip
+flags.DEFINE_float(
+    "connect_timeout", 600,
+    "--strategy=multi_worker: seconds to wait for every task of TF_CONFIG to start before "
+    "exiting with status 1 (names the missing tasks).",
+    lower_bound=0,
+)  # fmt: skip
 flags.DEFINE_enum(
     "precision",
     "auto",
@@ -316,6 +322,13 @@ def main(argv: list[str]) -> None:
     except (ValueError, dataset_root.DatasetError) as error:
         # One line, not absl's usage text (every flag of the module) above it.
         sys.exit(f"train: {error}\n(python -m mtlcc_tf.train --helpfull lists every flag)")
+    if runtime.strategy == "multi_worker":
+        try:
+            distribute.wait_for_peers(FLAGS.connect_timeout)
+        except distribute.PeersMissing as error:
+            sys.exit(f"train: {error} (or raise --connect_timeout)")
+        except ValueError as error:
+            sys.exit(f"train: {error}")
     # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.
     quiet_tensorflow_info()
     if FLAGS.deterministic:

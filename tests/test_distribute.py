@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import tensorflow as tf
@@ -288,3 +290,77 @@ def test_a_port_in_use_is_named(tmp_path):
         )  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
     assert f"at 127.0.0.1:{ports[0]}" in done.stderr and "port in use" in done.stderr
+
+
+def set_cluster(monkeypatch, ports: list[int], index: int) -> None:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    task = {"type": "worker", "index": index}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+
+
+def test_wait_for_peers_returns_once_every_peer_answers(monkeypatch):
+    ports = free_ports(2)
+    set_cluster(monkeypatch, ports, index=0)
+    with socket.socket() as peer:  # worker 1, already listening
+        peer.bind(("127.0.0.1", ports[1]))
+        peer.listen()
+        distribute.wait_for_peers(timeout_s=10, poll_s=0.05)
+    # Its own port is free again for TensorFlow's server.
+    with socket.socket() as server:
+        server.bind(("", ports[0]))
+
+
+def test_wait_for_peers_names_the_tasks_that_never_answered(monkeypatch):
+    ports = free_ports(3)
+    set_cluster(monkeypatch, ports, index=1)
+    with socket.socket() as peer:  # worker 2 answers, worker 0 never comes
+        peer.bind(("127.0.0.1", ports[2]))
+        peer.listen()
+        with pytest.raises(distribute.PeersMissing) as caught:
+            distribute.wait_for_peers(timeout_s=0.5, poll_s=0.05)
+    message = str(caught.value)
+    assert f"worker 0 at 127.0.0.1:{ports[0]}" in message
+    assert "worker 2" not in message and message.startswith("worker 1 waited 0.5 s")
+
+
+def test_a_lone_worker_exits_after_the_connect_timeout_and_ends_on_sigterm(tmp_path):
+    """The peer never comes: exit 1 naming it after --connect_timeout; SIGTERM ends it at once."""
+    from tests.conftest import write_random_root
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=4, pix10=12, nobs=5)
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    env = {
+        **subprocess_env(),
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}),
+    }
+    command = [
+        sys.executable, "-m", "mtlcc_tf.train", f"--datadir={root}",
+        f"--model_dir={tmp_path / 'run'}", "--train_steps=2", "--strategy=multi_worker",
+        "--num_image_tiles=0", "--convrnn_filters=2", "--batchsize=2",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [*command, "--connect_timeout=2"],
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"waited 2 s for worker 1 at 127.0.0.1:{ports[1]}" in done.stderr
+    assert not os.path.exists(tmp_path / "run" / "flags.txt")
+
+    log = tmp_path / "lone.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            command, cwd=REPOSITORY, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "waiting for worker 1" not in log.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            returncode = process.wait(timeout=10)
+        finally:
+            process.kill()
+    assert returncode == 143, log.read_text()[-2000:]
+    assert "SIGTERM while waiting for worker 1" in log.read_text()
