@@ -55,7 +55,7 @@ def _split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class PeersMissing(ValueError):
+class PeersMissingError(ValueError):
     """Some tasks of TF_CONFIG's cluster did not answer within the connection timeout."""
 
 
@@ -89,7 +89,7 @@ def wait_for_peers(timeout_s: float, poll_s: float = 0.5) -> None:
 
     Raises:
         ValueError: this task's port is taken by another process (names the address).
-        PeersMissing: `timeout_s` passed; names the tasks that never answered.
+        PeersMissingError: `timeout_s` passed; names the tasks that never answered.
     """
     check_tf_config()
     config = _tf_config()
@@ -129,7 +129,7 @@ def wait_for_peers(timeout_s: float, poll_s: float = 0.5) -> None:
                 if not missing:
                     break
                 if now - start > timeout_s:
-                    raise PeersMissing(
+                    raise PeersMissingError(
                         f"{this[0]} {this[1]} waited {timeout_s:g} s for {', '.join(missing)}, "
                         "which never answered; start every task of TF_CONFIG"
                     )

@@ -325,7 +325,7 @@ def main(argv: list[str]) -> None:
     if runtime.strategy == "multi_worker":
         try:
             distribute.wait_for_peers(FLAGS.connect_timeout)
-        except distribute.PeersMissing as error:
+        except distribute.PeersMissingError as error:
             sys.exit(f"train: {error} (or raise --connect_timeout)")
         except ValueError as error:
             sys.exit(f"train: {error}")

@@ -316,7 +316,7 @@ def test_wait_for_peers_names_the_tasks_that_never_answered(monkeypatch):
     with socket.socket() as peer:  # worker 2 answers, worker 0 never comes
         peer.bind(("127.0.0.1", ports[2]))
         peer.listen()
-        with pytest.raises(distribute.PeersMissing) as caught:
+        with pytest.raises(distribute.PeersMissingError) as caught:
             distribute.wait_for_peers(timeout_s=0.5, poll_s=0.05)
     message = str(caught.value)
     assert f"worker 0 at 127.0.0.1:{ports[0]}" in message
