@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
 
@@ -34,7 +35,8 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where results.json/.md 
 
 
 def cloud_auc(model: keras.Model, data_config: DataConfig) -> float:
-    """ROC-AUC of low attention against cloudy 2 x 2 blocks over every real pixel-date."""
+    """ROC-AUC of low attention against cloudy blocks over every real pixel-date (2 x 2 blocks
+    for the two-level encoder, 2^(levels-1) square for deeper ones)."""
     attention_model = models.build_attention_model(model)
     scores, targets = [], []
     for batch in input_pipeline.build_dataset(data_config):
@@ -46,9 +48,10 @@ def cloud_auc(model: keras.Model, data_config: DataConfig) -> float:
         cloudy = (batch["cloud_mask"].numpy() != records.CLEAR).astype(np.float32)
         b, t, height, width = cloudy.shape
         h, w = weights.shape[2:]
-        padded = np.zeros((b, t, 2 * h, 2 * w), np.float32)
+        factor = 2 ** round(math.log2(height / h))  # the attention's resolution, halved per level
+        padded = np.zeros((b, t, factor * h, factor * w), np.float32)
         padded[:, :, :height, :width] = cloudy
-        blocks = padded.reshape(b, t, h, 2, w, 2).mean(axis=(3, 5)) > 0.5
+        blocks = padded.reshape(b, t, h, factor, w, factor).mean(axis=(3, 5)) > 0.5
         real = np.arange(t)[None, :] < batch["sequence_length"].numpy()[:, None]  # [B, T]
         chosen = (real & keep[:, None])[:, :, None, None] & np.ones((1, 1, h, w), bool)
         scores.append(-weights[chosen])
@@ -102,7 +105,8 @@ def main(argv: list[str]) -> None:
         "",
         f"`{command}`",
         "",
-        f"ROC-AUC of low attention (heads' mean, half resolution) against cloudy 2 x 2 blocks, "
+        f"ROC-AUC of low attention (heads' mean, at the attention's resolution) against mostly "
+        "cloudy blocks (2 x 2 px for the two-level encoder), "
         f"every real date of every pixel of the {_PARTITION.value} tiles; 0.5: blind to clouds.",
         "",
         "| model | AUC, mean ± std | runs |",

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from mtlcc_tf.layers import cells, encoder, heads
+from mtlcc_tf.layers import attention, cells, encoder, heads
 
 # The choices are the layers' own (one definition each); the stock cell is built by models.
 ATTENTION = "utae"  # the temporal-attention encoder (layers/attention.py), not a recurrent cell
@@ -11,6 +11,10 @@ PADDINGS = cells.PADDINGS
 AGGREGATION_STRATEGIES = encoder.AGGREGATIONS
 HEADS = heads.HEAD_KINDS
 NORMALIZATION_SCOPES = ("tile", "pixel")
+ATTENTION_FIELDS = (
+    "attention_widths", "attention_decoder_widths", "attention_heads", "attention_key_dim",
+    "attention_d_model",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,15 @@ class ModelConfig:
         unroll: Unroll the time loop when the number of steps is static (faster on CPU).
         tile_size: Static height and width of the model input, or None for any size (not
             allowed for 'keras_convlstm', whose zero state needs a static size).
+        attention_widths: 'utae' only: the per-date encoder's channels per resolution level
+            (each halves the resolution); empty: (convrnn_filters, 2 * convrnn_filters).
+        attention_decoder_widths: 'utae' only: the decoder's channels per level, the last
+            equal to the encoder's; empty: `attention_widths`. The model's features have
+            the first entry's channels.
+        attention_heads: 'utae' only: attention heads.
+        attention_key_dim: 'utae' only: size of each head's keys and query.
+        attention_d_model: 'utae' only: width of the attention (a projection of the lowest
+            level to it); 0: the lowest level's width, without projection.
     """
 
     num_classes: int
@@ -68,6 +81,11 @@ class ModelConfig:
     dropout: float = 0.0
     unroll: bool = True
     tile_size: int | None = None
+    attention_widths: tuple[int, ...] = ()
+    attention_decoder_widths: tuple[int, ...] = ()
+    attention_heads: int = 4
+    attention_key_dim: int = 8
+    attention_d_model: int = 0
 
     def validate(self) -> "ModelConfig":
         """Checks every field.
@@ -129,6 +147,23 @@ class ModelConfig:
             require(self.convrnn_filters % 4 == 0, "convrnn_filters", "utae needs a multiple of 4")
             require(self.aggr_strat == "state", "aggr_strat", "utae pools the dates itself")
             require(not self.pixelwise, "pixelwise", "not available for utae")
+            positive("attention_key_dim")
+            widths = self.attention_widths or (self.convrnn_filters, 2 * self.convrnn_filters)
+            problems = attention.settings_problems(
+                widths,
+                self.attention_decoder_widths or widths,
+                self.attention_heads,
+                self.attention_d_model or None,
+            )
+            require(not problems, "attention_widths", "; ".join(problems))
+        else:
+            defaults = {field.name: field.default for field in dataclasses.fields(self)}
+            for field in ATTENTION_FIELDS:
+                require(
+                    getattr(self, field) == defaults[field],
+                    field,
+                    f"only for convcell={ATTENTION!r}",
+                )
         if self.convcell == "keras_convlstm":
             stock = "keras.layers.ConvLSTM2D"
             require(not self.normalization, "normalization", f"{stock} has no normalisation")

@@ -20,7 +20,14 @@ def build_encoder(model_config: ModelConfig) -> keras.layers.Layer:
     config = model_config
     if config.convcell == ATTENTION:
         return TemporalAttentionEncoder(
-            filters=config.convrnn_filters, dropout=config.dropout, name=ENCODER_NAME
+            filters=config.convrnn_filters,
+            num_heads=config.attention_heads,
+            key_dim=config.attention_key_dim,
+            dropout=config.dropout,
+            widths=config.attention_widths or None,
+            decoder_widths=config.attention_decoder_widths or None,
+            d_model=config.attention_d_model or None,
+            name=ENCODER_NAME,
         )
     if config.convcell == "keras_convlstm":
         return StockConvLSTMEncoder(

@@ -99,6 +99,26 @@ flags.DEFINE_bool("unroll", True, "Unroll the time loop (static number of steps)
 flags.DEFINE_integer(
     "tile_size", 0, "Static tile size (needed by keras_convlstm); 0: any.", lower_bound=0
 )
+flags.DEFINE_list(
+    "attention_widths", [],
+    "utae: encoder channels per resolution level (each halves it); empty: --convrnn_filters "
+    "and twice that. U-TAE's published setting: 64,64,64,128.",
+)  # fmt: skip
+flags.DEFINE_list(
+    "attention_decoder_widths", [],
+    "utae: decoder channels per level, last = the encoder's; empty: --attention_widths. "
+    "U-TAE's: 32,32,64,128.",
+)  # fmt: skip
+flags.DEFINE_integer("attention_heads", 4, "utae: attention heads (U-TAE's: 16).", lower_bound=1)
+flags.DEFINE_integer(
+    "attention_key_dim", 8, "utae: size of each head's keys (U-TAE's: 4).", lower_bound=1
+)
+flags.DEFINE_integer(
+    "attention_d_model", 0,
+    "utae: attention width (a projection of the lowest level); 0: that level's width, no "
+    "projection. U-TAE's: 256.",
+    lower_bound=0,
+)  # fmt: skip
 
 # Optimisation (see train_config.TrainConfig).
 flags.DEFINE_enum("optimizer", "adam", list(train_config.OPTIMIZERS), "Optimizer.")
@@ -182,6 +202,13 @@ def _optional(value):
     return value or None
 
 
+def _integers(name: str, values: list[str]) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in values)
+    except ValueError as error:
+        raise ValueError(f"--{name}={','.join(values)}: integers expected") from error
+
+
 def configs_from_flags(values: flags.FlagValues, num_classes: int):
     """Turns parsed flags into (model, train data, eval data, train, runtime) configs."""
     train_data = DataConfig(
@@ -226,6 +253,13 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         dropout=values.dropout,
         unroll=values.unroll,
         tile_size=_optional(values.tile_size),
+        attention_widths=_integers("attention_widths", values.attention_widths),
+        attention_decoder_widths=_integers(
+            "attention_decoder_widths", values.attention_decoder_widths
+        ),
+        attention_heads=values.attention_heads,
+        attention_key_dim=values.attention_key_dim,
+        attention_d_model=values.attention_d_model,
     )
     train = train_config.TrainConfig(
         optimizer=values.optimizer,

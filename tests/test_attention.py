@@ -99,6 +99,45 @@ def test_config_checks():
         models.build_attention_model(models.build_model(model_config.ModelConfig(num_classes=3)))
 
 
+DEEP = model_config.ModelConfig(
+    num_classes=CLASSES.num_classes, convcell="utae", attention_widths=(8, 8, 8, 16),
+    attention_decoder_widths=(4, 4, 8, 16), attention_heads=4, attention_key_dim=4,
+    attention_d_model=32,
+)  # fmt: skip  # U-TAE's published layout (64,64,64,128 / 32,32,64,128, d_model 256), shrunk
+
+
+def test_four_levels_as_published():
+    keras.utils.set_random_seed(0)
+    model = models.build_model(DEEP.validate())
+    data = batch(size=24)
+    assert model(data).shape == (2, 24, 24, CLASSES.num_classes)
+    encoder = model.get_layer(models.ENCODER_NAME)
+    assert encoder.output_channels == 4 and encoder.get_config()["d_model"] == 32
+    attention = models.build_attention_model(model)(data).numpy()
+    assert attention.shape == (2, 4, 5, 3, 3)  # 24 px at an eighth of the resolution
+    np.testing.assert_allclose(attention.sum(axis=2), 1.0, atol=1e-5)
+    assert not attention[1, :, 3:].any()
+    np.testing.assert_allclose(model(data), model(batch(size=24, padding=2)), atol=1e-5)
+    assert model(batch(size=20)).shape == (2, 20, 20, CLASSES.num_classes)  # 20 -> 10 -> 5 -> 3
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(data), model(data), atol=1e-5)
+
+
+def test_attention_settings_are_checked():
+    def config(**fields):
+        return model_config.ModelConfig(num_classes=3, convcell="utae", **fields).validate()
+
+    with pytest.raises(ValueError, match="in length and last"):
+        config(attention_widths=(8, 16), attention_decoder_widths=(8, 8))
+    with pytest.raises(ValueError, match="at least two levels"):
+        config(attention_widths=(8,))
+    with pytest.raises(ValueError, match="num_heads=3 must divide"):
+        config(attention_heads=3)
+    with pytest.raises(ValueError, match="attention_heads=16.*only for convcell='utae'"):
+        model_config.ModelConfig(num_classes=3, attention_heads=16).validate()
+
+
 def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_path):
     from mtlcc_tf import model_dir
     from tests.conftest import run_entry_point
@@ -107,11 +146,13 @@ def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_pat
     directory = str(tmp_path / "utae")
     done = run_entry_point(
         "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={directory}", "--convcell=utae",
-        "--convrnn_filters=4", "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
+        "--attention_widths=4,4,8", "--attention_heads=2", "--attention_d_model=8",
+        "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     model, run_config = model_dir.restore_model(directory, "last")
     assert run_config.model.convcell == "utae"
+    assert run_config.model.attention_widths == (4, 4, 8)  # three levels, from config.json
     assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
     # Its attention against the records' cloud masks, trained and untrained.
     results = str(tmp_path / "results")
@@ -123,3 +164,20 @@ def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_pat
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert all(0.0 <= summary[name]["mean"] <= 1.0 for name in ("trained", "untrained"))
     assert os.path.isfile(os.path.join(results, "results.md"))
+
+
+def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
+    """experiments/mtlcc_utae.flags stays valid: one step on the tiny dataset."""
+    from mtlcc_tf import model_dir
+    from tests.conftest import run_entry_point
+
+    root, _ = tiny_trained_model
+    directory = str(tmp_path / "utae_mtlcc")
+    done = run_entry_point(
+        "mtlcc_tf.train", "--flagfile=experiments/mtlcc_utae.flags", f"--datadir={root}",
+        f"--model_dir={directory}", "--train_steps=1", "--num_image_tiles=0",
+        "--max_eval_batches=1", "--temporal_samples=0", "--train_on=2016",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = model_dir.read_run_config(directory).model
+    assert config.attention_widths == (64, 64, 64, 128) and config.attention_d_model == 256

@@ -1,13 +1,14 @@
 """A U-TAE-style temporal-attention encoder (Garnot & Landrieu, ICCV 2021), small and our own.
 
-Each date goes through the same convolutional encoder (no mixing across time): one level at
-the tile's resolution and one at half of it. At the lower level, a lightweight temporal
-attention (L-TAE) looks over the dates of every pixel: a learned query per head against keys of
-each date's features plus a positional encoding of its day of year (irregular dates are just
-other positions), padding dates masked out; each head's softmax weights average its group of
-channels over the dates. The heads' mean weights, upsampled, average the full-resolution
-features of the dates the same way, and a decoder joins the two levels back at the tile's
-resolution. The weights per date are what the analysis view returns, for the cloud study.
+Each date goes through the same convolutional encoder (no mixing across time): levels at the
+tile's resolution and at half, a quarter, ... of it (two by default). At the lowest level, a
+lightweight temporal attention (L-TAE) looks over the dates of every pixel: a learned query per
+head against keys of each date's features plus a positional encoding of its day of year
+(irregular dates are just other positions), padding dates masked out; each head's softmax
+weights average its group of channels over the dates. The heads' mean weights, upsampled,
+average each higher level's features of the dates the same way, and a decoder joins the levels
+back at the tile's resolution. The weights per date are what the analysis view returns, for the
+cloud study.
 """
 
 from __future__ import annotations
@@ -44,64 +45,147 @@ def _block(name: str, filters: int, strides: int = 1) -> list[keras.layers.Layer
     ]
 
 
+def settings_problems(
+    widths: tuple[int, ...], decoder_widths: tuple[int, ...], num_heads: int, d_model: int | None
+) -> list[str]:
+    """What is wrong with these `TemporalAttentionEncoder` settings (empty when nothing)."""
+    attention_width = d_model or (widths[-1] if widths else 0)
+    checks = [
+        (len(widths) >= 2, f"widths {widths} need at least two levels"),
+        (all(w % _GROUPS == 0 for w in widths), f"widths {widths}: multiples of {_GROUPS}"),
+        (
+            len(decoder_widths) == len(widths) and decoder_widths[-1:] == widths[-1:],
+            f"decoder_widths {decoder_widths} must match widths {widths} in length and last",
+        ),
+        (
+            all(w % _GROUPS == 0 for w in decoder_widths),
+            f"decoder_widths {decoder_widths}: multiples of {_GROUPS}",
+        ),
+        (
+            num_heads >= 1
+            and attention_width % num_heads == 0
+            and widths[-1:] != ()
+            and widths[-1] % num_heads == 0,
+            f"num_heads={num_heads} must divide the attention's width {attention_width} and "
+            "the lowest level's",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+def _level_names(level: int) -> tuple[str, str, str]:
+    """(encoder, upsampling, decoder) names of resolution level `level` (0: the tile's).
+
+    The two-level encoder keeps the names it had before more levels existed ('full', 'low',
+    'upsample', 'decoder'), so its checkpoints restore.
+    """
+    if level == 0:
+        return "full", "", ""
+    if level == 1:
+        return "low", "upsample", "decoder"
+    return f"low{level}", f"upsample{level}", f"decoder{level}"
+
+
 @keras.saving.register_keras_serializable(package="mtlcc_tf")
 class TemporalAttentionEncoder(keras.layers.Layer):
-    """U-TAE-style encoder: [batch, time, H, W, channels] -> [batch, H, W, filters].
+    """U-TAE-style encoder: [batch, time, H, W, channels] -> [batch, H, W, decoder_widths[0]].
 
     Call arguments:
         inputs: [batch, time, height, width, channels], doy / 365 in channel `DOY_CHANNEL`.
         sequence_length: int [batch]: real dates first, padding after them.
         return_attention: also return the heads' weights per date, float32
-            [batch, num_heads, time, height / 2, width / 2] (0 at padding dates).
+            [batch, num_heads, time, height / 2^(levels-1), width / 2^(levels-1)] (rounded up;
+            0 at padding dates).
 
     Args:
-        filters: channels at the tile's resolution (twice that at half of it); a multiple of 4.
-        num_heads: attention heads; must divide 2 * filters.
+        filters: sets the default widths, (filters, 2 * filters): two levels, the tile's
+            resolution and half of it; a multiple of 4.
+        num_heads: attention heads; must divide the attention's width.
         key_dim: size of each head's keys and query.
         dropout: dropout on the attention weights while training.
+        widths: the per-date encoder's channels per resolution level (each level halves the
+            resolution); multiples of 4. U-TAE's published setting: (64, 64, 64, 128).
+        decoder_widths: the decoder's channels per level, the last equal to `widths[-1]`;
+            default `widths`. U-TAE's: (32, 32, 64, 128).
+        d_model: width of the attention (a per-pixel projection of the lowest level's
+            features to it); default `widths[-1]` without projection. U-TAE's: 256.
     """
 
-    def __init__(self, filters=32, num_heads=4, key_dim=8, dropout=0.0, **kwargs):
+    def __init__(
+        self, filters=32, num_heads=4, key_dim=8, dropout=0.0, widths=None,
+        decoder_widths=None, d_model=None, **kwargs,
+    ):  # fmt: skip
         super().__init__(**kwargs)
-        if filters % _GROUPS or (2 * filters) % num_heads:
-            raise ValueError(
-                f"filters={filters} must be a multiple of {_GROUPS} and 2 * filters one of "
-                f"num_heads={num_heads}"
-            )
+        widths = tuple(widths or (filters, 2 * filters))
+        decoder_widths = tuple(decoder_widths or widths)
+        problems = settings_problems(widths, decoder_widths, num_heads, d_model)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.filters, self.num_heads, self.key_dim, self.dropout = (
             filters, num_heads, key_dim, dropout,
         )  # fmt: skip
-        low = 2 * filters
-        self.full_encoder = keras.Sequential(
-            _block("full1", filters) + _block("full2", filters), name="full"
-        )
-        self.low_encoder = keras.Sequential(
-            _block("low1", low, strides=2) + _block("low2", low), name="low"
-        )
+        self.widths, self.decoder_widths, self.d_model = widths, decoder_widths, d_model
+        self.encoders, self.upsamplers, self.decoders = [], [], []
+        for level, width in enumerate(widths):
+            name, upsample, decoder = _level_names(level)
+            strides = 1 if level == 0 else 2
+            first = name if level < 2 else f"{name}_"
+            self.encoders.append(
+                keras.Sequential(
+                    _block(f"{first}1", width, strides=strides) + _block(f"{first}2", width),
+                    name=name,
+                )
+            )
+            if level:
+                out = decoder_widths[level - 1]
+                self.upsamplers.append(
+                    keras.layers.Conv2DTranspose(out, 2, strides=2, name=upsample)
+                )
+                self.decoders.append(
+                    keras.Sequential(
+                        _block(f"{decoder}1" if level == 1 else f"{decoder}_1", out)
+                        + _block(f"{decoder}2" if level == 1 else f"{decoder}_2", out),
+                        name=decoder,
+                    )
+                )
         self.input_norm = keras.layers.GroupNormalization(groups=num_heads, name="ltae_norm")
+        self.projection = (
+            keras.layers.Dense(d_model, name="ltae_in") if d_model is not None else None
+        )
         self.keys = keras.layers.Dense(num_heads * key_dim, name="ltae_keys")
         self.attention_dropout = keras.layers.Dropout(dropout, name="ltae_dropout")
         self.output_mlp = keras.Sequential(
-            [keras.layers.Dense(low, name="ltae_dense"), keras.layers.ReLU(name="ltae_relu")],
+            [
+                keras.layers.Dense(widths[-1], name="ltae_dense"),
+                keras.layers.ReLU(name="ltae_relu"),
+            ],
             name="ltae_output",
         )
-        self.upsample = keras.layers.Conv2DTranspose(filters, 2, strides=2, name="upsample")
-        self.decoder = keras.Sequential(
-            _block("decoder1", filters) + _block("decoder2", filters), name="decoder"
-        )
+
+    @property
+    def output_channels(self) -> int:
+        return self.decoder_widths[0]
 
     def build(self, inputs_shape, sequence_length_shape=None):
         self.input_channels = inputs_shape[-1]  # the data may come without a static one
         # Built here, not on the first call: the optimizer must see every variable up front.
-        low = 2 * self.filters
         image = (None, None, None)
-        self.full_encoder.build((*image, self.input_channels))
-        self.low_encoder.build((*image, self.filters))
-        self.input_norm.build((*image, low))
-        self.keys.build((None, *image, low))
-        self.output_mlp.build((*image, low))
-        self.upsample.build((*image, low))
-        self.decoder.build((*image, low))
+        channels = self.input_channels
+        for encoder, width in zip(self.encoders, self.widths, strict=True):
+            encoder.build((*image, channels))
+            channels = width
+        attention_width = self.d_model or self.widths[-1]
+        self.input_norm.build((*image, self.widths[-1]))
+        if self.projection is not None:
+            self.projection.build((*image, self.widths[-1]))
+        self.keys.build((None, *image, attention_width))
+        self.output_mlp.build((*image, attention_width))
+        below = self.widths[-1]  # channels coming up from the level below
+        for level in range(len(self.widths) - 1, 0, -1):
+            self.upsamplers[level - 1].build((*image, below))
+            out = self.decoder_widths[level - 1]
+            self.decoders[level - 1].build((*image, out + self.widths[level - 1]))
+            below = out
         self.query = self.add_weight(
             name="ltae_query", shape=(self.num_heads, self.key_dim),
             initializer=keras.initializers.RandomNormal(stddev=(2.0 / self.key_dim) ** 0.5),
@@ -110,20 +194,24 @@ class TemporalAttentionEncoder(keras.layers.Layer):
 
     def call(self, inputs, sequence_length, training=None, return_attention=False):
         shape = tf.shape(inputs)
-        batch, time, height, width = shape[0], shape[1], shape[2], shape[3]
+        batch, time = shape[0], shape[1]
         channels = inputs.shape[-1] or self.input_channels
-        low_channels = 2 * self.filters
         doy = tf.round(tf.cast(inputs[:, :, 0, 0, DOY_CHANNEL], tf.float32) * 365.0)
         real = tf.sequence_mask(sequence_length, time)  # [batch, time]
 
-        per_date = tf.reshape(inputs, [batch * time, height, width, channels])
-        full = self.full_encoder(per_date, training=training)  # [B*T, H, W, f]
-        low = self.low_encoder(full, training=training)  # [B*T, h, w, 2f]
-        low = self.input_norm(low)
+        # The same encoder for every date, level by level: [B*T, h_k, w_k, widths[k]].
+        levels = [tf.reshape(inputs, [batch * time, shape[2], shape[3], channels])]
+        for encoder in self.encoders:
+            levels.append(encoder(levels[-1], training=training))
+        levels = levels[1:]
+        low = self.input_norm(levels[-1])
+        if self.projection is not None:
+            low = self.projection(low)
         low_shape = tf.shape(low)
         low_height, low_width = low_shape[1], low_shape[2]
-        low = tf.reshape(low, [batch, time, low_height, low_width, low_channels])
-        position = tf.cast(day_of_year_encoding(doy, low_channels), low.dtype)
+        attention_width = low.shape[-1]
+        low = tf.reshape(low, [batch, time, low_height, low_width, attention_width])
+        position = tf.cast(day_of_year_encoding(doy, attention_width), low.dtype)
         keyed = low + position[:, :, None, None, :]
 
         keys = tf.reshape(
@@ -144,29 +232,37 @@ class TemporalAttentionEncoder(keras.layers.Layer):
         )  # each head averages its own group of channels
         weights = tf.cast(attention, values.dtype)
         pooled = tf.einsum("bnthw,bthwnc->bhwnc", weights, values)
-        pooled = self.output_mlp(tf.reshape(pooled, [batch, low_height, low_width, low_channels]))
+        features = self.output_mlp(
+            tf.reshape(pooled, [batch, low_height, low_width, attention_width])
+        )
 
-        # The same weights (the heads' mean) pool the full-resolution features of the dates.
+        # The same weights (the heads' mean), resized, pool the dates at every higher level,
+        # and the decoder joins the levels back up to the tile's resolution.
         mean_weights = tf.reshape(
             tf.reduce_mean(attention, axis=1), [batch * time, low_height, low_width, 1]
         )
-        full_weights = tf.image.resize(mean_weights, [height, width], method="bilinear")
-        full_weights = tf.reshape(full_weights, [batch, time, height, width])
-        full = tf.reshape(full, [batch, time, height, width, self.filters])
-        skip = tf.einsum("bthw,bthwc->bhwc", tf.cast(full_weights, full.dtype), full)
-
-        up = self.upsample(pooled)[:, :height, :width, :]
-        features = self.decoder(tf.concat([up, skip], axis=-1), training=training)
+        for level in range(len(self.widths) - 2, -1, -1):
+            level_shape = tf.shape(levels[level])
+            height, width = level_shape[1], level_shape[2]
+            level_weights = tf.image.resize(mean_weights, [height, width], method="bilinear")
+            level_weights = tf.reshape(level_weights, [batch, time, height, width])
+            dates = tf.reshape(levels[level], [batch, time, height, width, self.widths[level]])
+            skip = tf.einsum("bthw,bthwc->bhwc", tf.cast(level_weights, dates.dtype), dates)
+            up = self.upsamplers[level](features)[:, :height, :width, :]
+            features = self.decoders[level](tf.concat([up, skip], axis=-1), training=training)
         if return_attention:
             return features, attention
         return features
 
     def compute_output_spec(self, inputs, sequence_length, training=None, return_attention=False):
         batch, _, height, width, _ = inputs.shape
-        features = keras.KerasTensor((batch, height, width, self.filters), dtype=self.compute_dtype)
+        features = keras.KerasTensor(
+            (batch, height, width, self.output_channels), dtype=self.compute_dtype
+        )
         if not return_attention:
             return features
-        low = [None if size is None else -(-size // 2) for size in (height, width)]
+        factor = 2 ** (len(self.widths) - 1)
+        low = [None if size is None else -(-size // factor) for size in (height, width)]
         attention = keras.KerasTensor((batch, self.num_heads, None, *low), dtype="float32")
         return features, attention
 
@@ -174,6 +270,7 @@ class TemporalAttentionEncoder(keras.layers.Layer):
         config = super().get_config()
         config.update(
             filters=self.filters, num_heads=self.num_heads, key_dim=self.key_dim,
-            dropout=self.dropout,
+            dropout=self.dropout, widths=list(self.widths),
+            decoder_widths=list(self.decoder_widths), d_model=self.d_model,
         )  # fmt: skip
         return config
