@@ -88,10 +88,7 @@ def inspect_root(
             pixels_per_class += np.bincount(labels + 1, minlength=classes.num_classes + 1)
             labelled_tiles += bool((labels >= 0).any())
             valid = transforms.valid_observations(features).numpy()
-            # Pixels 0 in every band of every real observation: no-data (see ingest_lib.no_data).
-            no_data_pixels += int(
-                (~np.any(features["x10"].numpy()[valid] != 0, axis=(0, -1))).sum()
-            )
+            no_data_pixels += int(records.no_data(features["x10"].numpy()[valid]).sum())
             sequence_lengths.append(int(valid.sum()))
             if bool(features["has_cloud_mask"]) and valid.any():
                 cloud_mask = features["cloud_mask"].numpy()[valid]  # [T', H, W]

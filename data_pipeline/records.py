@@ -99,6 +99,14 @@ class Tile:
             raise RecordError(f"{name}: negative label ids")
 
 
+def no_data(x10: np.ndarray) -> np.ndarray:
+    """bool [H, W]: pixels of x10 [dates, H, W, bands] that are 0 in every band and date.
+
+    The readers turn a raster's NoData (and NaN) into 0, so such pixels had no data at all.
+    """
+    return ~np.any(x10 != 0, axis=(0, -1))
+
+
 def _bytes_feature(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import dataset_root, files, ingest_lib, rasters, scenes, transforms
+from data_pipeline import dataset_root, files, rasters, records, scenes, transforms
 from data_pipeline.rasters import RasterError
 from mtlcc_tf import export_lib, images, map_files, model_dir
 
@@ -337,7 +337,7 @@ def predict_scene(config: PredictConfig, predictor: Predictor) -> dict:
             blended = accumulator.pop(next_y0 - y0)
             finished = min(next_y0, reference.height)
             x10 = strips["x10"][1][:, : finished - y0, : reference.width]
-            no_data = ingest_lib.no_data(x10)
+            no_data = records.no_data(x10)
             no_data_pixels += int(no_data.sum())
             writer.write_rows(y0, blended[: finished - y0, : reference.width], no_data)
             _log_progress(row + 1, len(ys), finished * reference.width, start)

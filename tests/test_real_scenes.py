@@ -119,14 +119,12 @@ def test_resampled_ingest_keeps_the_crs_and_honours_no_data(landsat_like, tmp_pa
     np.testing.assert_array_equal(tiles["1"].x10[:4, 1, 1], simulated[2016][0].x10[:, 0, 4])
     # No-data: 30 m columns 0-3 are 10 m columns 0-11; bilinear needs both neighbours, so
     # columns up to 9 are no-data for sure, column 13 on has data.
-    no_data = np.concatenate(
-        [ingest_lib.no_data(tiles[str(index)].x10) for index in (0, 1)], axis=1
-    )
+    no_data = np.concatenate([records.no_data(tiles[str(index)].x10) for index in (0, 1)], axis=1)
     assert no_data[:, :10].all() and not no_data[:, 13:].any()
     for tile in tiles.values():
-        assert not tile.labels[ingest_lib.no_data(tile.x10)].any()  # never trained on
+        assert not tile.labels[records.no_data(tile.x10)].any()  # never trained on
     assert summary["no_data_pixels"] == sum(
-        int(ingest_lib.no_data(tile.x10).sum()) for tile in tiles.values()
+        int(records.no_data(tile.x10).sum()) for tile in tiles.values()
     )
     # The label raster's NoData (-99999, the last 30 m row) is unknown (0), not a class id.
     bottom = tiles[str(8 * 12 + 6)].labels
