@@ -25,6 +25,8 @@ from mtlcc_tf.layers import ClassificationHead
 from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.models import build_model
 
+# Encoders without recurrence, timed like the cells (samples/s, no FLOP formula).
+ATTENTION_CELLS = ("utae", "tsvit")
 # Gates per cell: convolution output channels = gates * filters.
 GATES = {
     "lstm": 4,
@@ -93,9 +95,10 @@ def parse_arguments() -> argparse.Namespace:
     unknown = set(args.precisions.split(",")) - set(MATMUL_DTYPES)
     if unknown:
         parser.error(f"--precisions: unknown {sorted(unknown)}; known: {sorted(MATMUL_DTYPES)}")
-    unknown = set(args.cells.split(",")) - set(GATES) - {"utae"}
+    unknown = set(args.cells.split(",")) - set(GATES) - set(ATTENTION_CELLS)
     if unknown:
-        parser.error(f"--cells: unknown {sorted(unknown)}; known: {sorted(GATES)}")
+        known = sorted([*GATES, *ATTENTION_CELLS])
+        parser.error(f"--cells: unknown {sorted(unknown)}; known: {known}")
     return args
 
 
@@ -126,8 +129,8 @@ def make_matmul(size: int, dtype: tf.DType):
 
 
 def train_flops_per_sample(args: argparse.Namespace, cell: str) -> float | None:
-    """FLOPs of one training sample of a recurrent cell (FLOP_FORMULA); None for 'utae', the
-    attention encoder, whose cost the formula does not describe (samples/s only)."""
+    """FLOPs of one training sample of a recurrent cell (FLOP_FORMULA); None for the attention
+    encoders ('utae', 'tsvit'), whose cost the formula does not describe (samples/s only)."""
     if cell not in GATES:
         return None
     directions = 2
@@ -172,6 +175,9 @@ def build_benchmark_model(args: argparse.Namespace, cell: str) -> keras.Model:
         config = dataclasses.replace(config, normalization=False, padding="same")
     if cell == "keras_convlstm":
         config = dataclasses.replace(config, tile_size=args.size)
+    if cell == "tsvit":
+        # --filters is its token width; two temporal and two spatial blocks, logits head.
+        config = dataclasses.replace(config, convrnn_layers=2, head="logits")
     return build_model(config)
 
 
@@ -234,6 +240,9 @@ RATIOS = {
     "utae_vs_lstm_float32": ("utae/float32", "lstm/float32"),
     "utae_vs_lstm_bfloat16": ("utae/mixed_bfloat16", "lstm/mixed_bfloat16"),
     "utae_bfloat16_vs_float32": ("utae/mixed_bfloat16", "utae/float32"),
+    "tsvit_vs_lstm_float32": ("tsvit/float32", "lstm/float32"),
+    "tsvit_vs_lstm_bfloat16": ("tsvit/mixed_bfloat16", "lstm/mixed_bfloat16"),
+    "tsvit_bfloat16_vs_float32": ("tsvit/mixed_bfloat16", "tsvit/float32"),
 }
 # The issue's targets: (figure, threshold).
 TARGETS = {

@@ -6,15 +6,21 @@ from mtlcc_tf.layers import attention, cells, encoder, heads
 
 # The choices are the layers' own (one definition each); the stock cell is built by models.
 ATTENTION = "utae"  # the temporal-attention encoder (layers/attention.py), not a recurrent cell
-CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm", ATTENTION)
+TRANSFORMER = "tsvit"  # the temporo-spatial transformer (layers/transformer.py)
+CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm", ATTENTION, TRANSFORMER)
 PADDINGS = cells.PADDINGS
 AGGREGATION_STRATEGIES = encoder.AGGREGATIONS
 HEADS = heads.HEAD_KINDS
 NORMALIZATION_SCOPES = ("tile", "pixel")
-ATTENTION_FIELDS = (
-    "attention_widths", "attention_decoder_widths", "attention_heads", "attention_key_dim",
-    "attention_d_model",
-)  # fmt: skip
+# Fields that only some encoders read: set for another one, they are an error, not ignored.
+FIELD_CELLS = {
+    "attention_widths": (ATTENTION,),
+    "attention_decoder_widths": (ATTENTION,),
+    "attention_d_model": (ATTENTION,),
+    "attention_heads": (ATTENTION, TRANSFORMER),
+    "attention_key_dim": (ATTENTION, TRANSFORMER),
+    "patch_size": (TRANSFORMER,),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +34,11 @@ class ModelConfig:
             stock `keras.layers.ConvLSTM2D`, needs `normalization=False`, `padding='same'`
             and `tile_size`); or 'utae', a U-TAE-style temporal-attention encoder
             (`layers.attention`: no recurrence; `convrnn_filters` is its width at the tile's
-            resolution, a multiple of 4; the recurrent options do not apply).
+            resolution, a multiple of 4; the recurrent options do not apply); or 'tsvit', a
+            TSViT-style temporo-spatial transformer (`layers.transformer`: `convrnn_filters`
+            is its token width, `convrnn_layers` the depth of its temporal and of its spatial
+            transformer, `attention_heads` and `attention_key_dim` its heads, `patch_size`
+            its patches; one class token per class, so its features are `num_classes` wide).
         convrnn_filters: Hidden channels per direction (the released models: 256).
         convrnn_kernel: Side of the square recurrent kernels (ignored when `pixelwise`).
         convrnn_layers: Stacked recurrent layers.
@@ -61,6 +71,7 @@ class ModelConfig:
         attention_key_dim: 'utae' only: size of each head's keys and query.
         attention_d_model: 'utae' only: width of the attention (a projection of the lowest
             level to it); 0: the lowest level's width, without projection.
+        patch_size: 'tsvit' only: side of its square patches in pixels.
     """
 
     num_classes: int
@@ -86,6 +97,7 @@ class ModelConfig:
     attention_heads: int = 4
     attention_key_dim: int = 8
     attention_d_model: int = 0
+    patch_size: int = 2
 
     def validate(self) -> "ModelConfig":
         """Checks every field.
@@ -156,14 +168,19 @@ class ModelConfig:
                 self.attention_d_model or None,
             )
             require(not problems, "attention_widths", "; ".join(problems))
-        else:
-            defaults = {field.name: field.default for field in dataclasses.fields(self)}
-            for field in ATTENTION_FIELDS:
-                require(
-                    getattr(self, field) == defaults[field],
-                    field,
-                    f"only for convcell={ATTENTION!r}",
-                )
+        if self.convcell == TRANSFORMER:
+            require(self.aggr_strat == "state", "aggr_strat", "tsvit pools the dates itself")
+            require(not self.pixelwise, "pixelwise", "not available for tsvit")
+            positive("attention_key_dim")
+            positive("attention_heads")
+            positive("patch_size")
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        for field, cells_using in FIELD_CELLS.items():
+            require(
+                self.convcell in cells_using or getattr(self, field) == defaults[field],
+                field,
+                f"only for convcell {' or '.join(repr(cell) for cell in cells_using)}",
+            )
         if self.convcell == "keras_convlstm":
             stock = "keras.layers.ConvLSTM2D"
             require(not self.normalization, "normalization", f"{stock} has no normalisation")

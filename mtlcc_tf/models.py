@@ -10,7 +10,8 @@ from mtlcc_tf.layers import (
     TemporalPooling,
 )
 from mtlcc_tf.layers.attention import TemporalAttentionEncoder
-from mtlcc_tf.model_config import ATTENTION, ModelConfig
+from mtlcc_tf.layers.transformer import TemporoSpatialTransformer
+from mtlcc_tf.model_config import ATTENTION, TRANSFORMER, ModelConfig
 
 ENCODER_NAME = "encoder"
 
@@ -27,6 +28,17 @@ def build_encoder(model_config: ModelConfig) -> keras.layers.Layer:
             widths=config.attention_widths or None,
             decoder_widths=config.attention_decoder_widths or None,
             d_model=config.attention_d_model or None,
+            name=ENCODER_NAME,
+        )
+    if config.convcell == TRANSFORMER:
+        return TemporoSpatialTransformer(
+            outputs=config.num_classes,
+            dim=config.convrnn_filters,
+            depth=config.convrnn_layers,
+            num_heads=config.attention_heads,
+            key_dim=config.attention_key_dim,
+            patch_size=config.patch_size,
+            dropout=config.dropout,
             name=ENCODER_NAME,
         )
     if config.convcell == "keras_convlstm":

@@ -109,9 +109,15 @@ flags.DEFINE_list(
     "utae: decoder channels per level, last = the encoder's; empty: --attention_widths. "
     "U-TAE's: 32,32,64,128.",
 )  # fmt: skip
-flags.DEFINE_integer("attention_heads", 4, "utae: attention heads (U-TAE's: 16).", lower_bound=1)
 flags.DEFINE_integer(
-    "attention_key_dim", 8, "utae: size of each head's keys (U-TAE's: 4).", lower_bound=1
+    "attention_heads", 4, "utae, tsvit: attention heads (U-TAE's: 16, TSViT's: 4).", lower_bound=1
+)
+flags.DEFINE_integer(
+    "attention_key_dim", 8, "utae, tsvit: size of each head's keys (U-TAE's: 4, TSViT's: 64).",
+    lower_bound=1,
+)  # fmt: skip
+flags.DEFINE_integer(
+    "patch_size", 2, "tsvit: side of its square patches in pixels (TSViT's: 2).", lower_bound=1
 )
 flags.DEFINE_integer(
     "attention_d_model", 0,
@@ -260,6 +266,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         attention_heads=values.attention_heads,
         attention_key_dim=values.attention_key_dim,
         attention_d_model=values.attention_d_model,
+        patch_size=values.patch_size,
     )
     train = train_config.TrainConfig(
         optimizer=values.optimizer,

@@ -134,7 +134,7 @@ def test_attention_settings_are_checked():
         config(attention_widths=(8,))
     with pytest.raises(ValueError, match="num_heads=3 must divide"):
         config(attention_heads=3)
-    with pytest.raises(ValueError, match="attention_heads=16.*only for convcell='utae'"):
+    with pytest.raises(ValueError, match="attention_heads=16.*only for convcell 'utae' or 'tsvit'"):
         model_config.ModelConfig(num_classes=3, attention_heads=16).validate()
 
 

@@ -1,0 +1,138 @@
+"""The temporo-spatial transformer (convcell='tsvit'): shapes, masking, learning, export."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline import transforms
+from mtlcc_tf import export_lib, model_config, models
+from mtlcc_tf.layers.transformer import TemporoSpatialTransformer
+from tests.conftest import CLASSES
+from tests.test_attention import batch
+
+CONFIG = model_config.ModelConfig(
+    num_classes=CLASSES.num_classes, convcell="tsvit", convrnn_filters=16, convrnn_layers=1,
+    attention_heads=2, attention_key_dim=8, head="logits",
+)  # fmt: skip
+
+
+def build(config: model_config.ModelConfig = CONFIG) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return models.build_model(config)
+
+
+def test_shapes_any_tile_size_and_class_tokens():
+    model = build()
+    logits = model(batch())
+    assert logits.shape == (2, 12, 12, CLASSES.num_classes) and logits.dtype == tf.float32
+    # Not a multiple of the patch size: padded inside, cropped back.
+    assert model(batch(size=13)).shape == (2, 13, 13, CLASSES.num_classes)
+    encoder = model.get_layer(models.ENCODER_NAME)
+    assert isinstance(encoder, TemporoSpatialTransformer)
+    assert tuple(encoder.class_tokens.shape) == (CLASSES.num_classes, 16)
+
+
+def test_padding_dates_change_nothing():
+    model = build()
+    np.testing.assert_allclose(model(batch()), model(batch(padding=3)), atol=1e-5)
+    noisy = batch()
+    noisy["inputs"][1, 3:] = 7.0  # the second tile's last two dates are padding
+    np.testing.assert_allclose(model(batch())[1], model(noisy)[1], atol=1e-5)
+    # A real date does matter.
+    changed = batch()
+    changed["inputs"][0, 1, ..., :4] += 1.0
+    assert np.abs(model(changed)[0] - model(batch())[0]).max() > 1e-4
+
+
+def test_patches_see_each_other_through_the_spatial_transformer():
+    model = build()
+    changed = batch()
+    changed["inputs"][:, :, :2, :2, :4] += 1.0  # only the top-left patch
+    difference = np.abs(model(changed) - model(batch())).max(axis=(0, 3))
+    assert difference[8:, 8:].max() > 1e-5  # a far corner changes too
+
+
+def test_overfits_a_tiny_batch():
+    model = build()
+    data = batch()
+    labels = np.random.default_rng(1).integers(0, CLASSES.num_classes, (2, 12, 12))
+    optimizer = keras.optimizers.Adam(3e-3)  # 1e-2 does not converge: too high for attention
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses = []
+    for _ in range(80):
+        with tf.GradientTape() as tape:
+            value = loss(labels, model(data, training=True))
+        gradients = tape.gradient(value, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        losses.append(float(value))
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
+
+
+def test_saved_model_predicts_the_same(tmp_path):
+    model = build()
+    export_dir = export_lib.export(model, CLASSES, str(tmp_path / "export"))
+    served = tf.saved_model.load(export_dir).signatures["serving_default"]
+    rng = np.random.default_rng(2)
+    raw = {
+        "x10": rng.uniform(0, 3000, (1, 4, 12, 12, 4)).astype(np.float32),
+        "x20": rng.uniform(0, 3000, (1, 4, 6, 6, 6)).astype(np.float32),
+        "x60": rng.uniform(0, 3000, (1, 4, 2, 2, 3)).astype(np.float32),
+        "doy": np.array([[20, 80, 150, 200]], np.int32),
+        "year": np.full((1, 4), 2016, np.int32),
+    }
+    features = transforms.batch_model_inputs(*(tf.constant(raw[k]) for k in raw))
+    expected = tf.nn.softmax(model(features)).numpy()
+    outputs = served(**{key: tf.constant(value) for key, value in raw.items()})
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_config_round_trip_and_checks():
+    model = build()
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(batch()), model(batch()), atol=1e-6)
+    with pytest.raises(ValueError, match="tsvit pools the dates itself"):
+        model_config.ModelConfig(
+            num_classes=3, convcell="tsvit", aggr_strat="avg_output"
+        ).validate()
+    with pytest.raises(ValueError, match="patch_size=4.*only for convcell 'tsvit'"):
+        model_config.ModelConfig(num_classes=3, patch_size=4).validate()
+    with pytest.raises(ValueError, match="attention_d_model=8.*only for convcell 'utae'"):
+        model_config.ModelConfig(num_classes=3, convcell="tsvit", attention_d_model=8).validate()
+
+
+def test_trains_through_the_entry_point(tiny_trained_model, tmp_path):
+    from mtlcc_tf import model_dir
+    from tests.conftest import run_entry_point
+
+    root, _ = tiny_trained_model
+    directory = str(tmp_path / "tsvit")
+    done = run_entry_point(
+        "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={directory}", "--convcell=tsvit",
+        "--convrnn_filters=8", "--convrnn_layers=1", "--attention_heads=2", "--head=logits",
+        "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    model, run_config = model_dir.restore_model(directory, "last")
+    assert run_config.model.convcell == "tsvit" and run_config.model.patch_size == 2
+    assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
+
+
+def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
+    """experiments/mtlcc_tsvit.flags stays valid: one step on the tiny dataset."""
+    from mtlcc_tf import model_dir
+    from tests.conftest import run_entry_point
+
+    root, _ = tiny_trained_model
+    directory = str(tmp_path / "tsvit_mtlcc")
+    done = run_entry_point(
+        "mtlcc_tf.train", "--flagfile=experiments/mtlcc_tsvit.flags", f"--datadir={root}",
+        f"--model_dir={directory}", "--train_steps=1", "--num_image_tiles=0", "--batchsize=2",
+        "--max_eval_batches=1", "--temporal_samples=0", "--train_on=2016",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = model_dir.read_run_config(directory).model
+    assert (config.convrnn_filters, config.convrnn_layers, config.attention_key_dim) == (128, 4, 64)
