@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import transforms
-from mtlcc_tf import export_lib, model_config, models
+from mtlcc_tf import model_config, models
 from mtlcc_tf.layers.transformer import TemporoSpatialTransformer
 from tests.conftest import CLASSES
-from tests.test_attention import batch
+from tests.encoder_checks import assert_export_serves_the_same, assert_overfits, batch
 
 CONFIG = model_config.ModelConfig(
     num_classes=CLASSES.num_classes, convcell="tsvit", convrnn_filters=16, convrnn_layers=1,
@@ -56,37 +55,13 @@ def test_patches_see_each_other_through_the_spatial_transformer():
 
 
 def test_overfits_a_tiny_batch():
-    model = build()
-    data = batch()
-    labels = np.random.default_rng(1).integers(0, CLASSES.num_classes, (2, 12, 12))
-    optimizer = keras.optimizers.Adam(3e-3)  # 1e-2 does not converge: too high for attention
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    losses = []
-    for _ in range(80):
-        with tf.GradientTape() as tape:
-            value = loss(labels, model(data, training=True))
-        gradients = tape.gradient(value, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        losses.append(float(value))
-    assert losses[-1] < 0.3 * losses[0], losses[::10]
+    assert_overfits(
+        build(), batch(), learning_rate=3e-3, steps=80
+    )  # 1e-2 does not converge: too high for attention
 
 
 def test_saved_model_predicts_the_same(tmp_path):
-    model = build()
-    export_dir = export_lib.export(model, CLASSES, str(tmp_path / "export"))
-    served = tf.saved_model.load(export_dir).signatures["serving_default"]
-    rng = np.random.default_rng(2)
-    raw = {
-        "x10": rng.uniform(0, 3000, (1, 4, 12, 12, 4)).astype(np.float32),
-        "x20": rng.uniform(0, 3000, (1, 4, 6, 6, 6)).astype(np.float32),
-        "x60": rng.uniform(0, 3000, (1, 4, 2, 2, 3)).astype(np.float32),
-        "doy": np.array([[20, 80, 150, 200]], np.int32),
-        "year": np.full((1, 4), 2016, np.int32),
-    }
-    features = transforms.batch_model_inputs(*(tf.constant(raw[k]) for k in raw))
-    expected = tf.nn.softmax(model(features)).numpy()
-    outputs = served(**{key: tf.constant(value) for key, value in raw.items()})
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+    assert_export_serves_the_same(build(), str(tmp_path / "export"))
 
 
 def test_config_round_trip_and_checks():
