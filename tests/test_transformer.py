@@ -46,6 +46,13 @@ def test_padding_dates_change_nothing():
     assert np.abs(model(changed)[0] - model(batch())[0]).max() > 1e-4
 
 
+def test_neighbouring_days_give_neighbouring_date_tokens():
+    """bf16 rounds the doy channel by a day or two: that must not change what a date means."""
+    encoder = build().get_layer(models.ENCODER_NAME)
+    days = encoder.date_tokens(tf.constant([100.0, 101.0, 160.0])).numpy()
+    assert np.linalg.norm(days[1] - days[0]) < 0.3 * np.linalg.norm(days[2] - days[0])
+
+
 def test_patches_see_each_other_through_the_spatial_transformer():
     model = build()
     changed = batch()

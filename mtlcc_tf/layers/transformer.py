@@ -1,16 +1,18 @@
 """A TSViT-style temporo-spatial transformer (Tarasiou et al., CVPR 2023), small and our own.
 
 The tile is cut into square patches of `patch_size` pixels; every date of every patch becomes
-one token (a linear embedding of its pixels' channels plus a learned embedding of its day of
-year). A temporal transformer looks over each patch's dates (padding dates masked out) together
-with one learned token per output channel ("class tokens"); only those tokens go on. A spatial
-transformer then relates, for each class token, all patches of the tile (with learned row and
-column embeddings), and a linear map turns every patch's class token into its pixels' values
-of that channel. Time first, then space: the factorisation that made TSViT the strongest model
-on the MTLCC benchmark.
+one token (a linear embedding of its pixels' channels plus a learned projection of yearly
+harmonics of its day of year). A temporal transformer looks over each patch's dates (padding
+dates masked out) together with one learned token per output channel ("class tokens"); only
+those tokens go on. A spatial transformer then relates, for each class token, all patches of the
+tile (with learned row and column embeddings), and a linear map turns every patch's class token
+into its pixels' values of that channel. Time first, then space: the factorisation that made
+TSViT the strongest model on the MTLCC benchmark.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import tensorflow as tf
@@ -18,7 +20,15 @@ import tensorflow as tf
 from mtlcc_tf.layers.dates import DOY_CHANNEL
 
 MAX_PATCHES = 128  # per side (256 px at patch size 2): the learned row and column embeddings
-_DAYS = 367  # day-of-year embedding rows (0: padding)
+HARMONICS = 16  # of the year in the date encoding: the shortest period is about 23 days
+
+
+def season_encoding(doy: tf.Tensor) -> tf.Tensor:
+    """[..., 2 * HARMONICS]: sin and cos of 2πk·doy/365, k = 1..HARMONICS, of days [...]."""
+    angle = tf.cast(doy, tf.float32)[..., None] * (
+        2.0 * math.pi / 365.0 * tf.range(1, HARMONICS + 1, dtype=tf.float32)
+    )
+    return tf.concat([tf.sin(angle), tf.cos(angle)], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="mtlcc_tf")
@@ -109,7 +119,12 @@ class TemporoSpatialTransformer(keras.layers.Layer):
             num_heads, key_dim, patch_size, dropout,
         )  # fmt: skip
         self.embedding = keras.layers.Dense(dim, name="patch_embedding")
-        self.day_embedding = keras.layers.Embedding(_DAYS, dim, name="day_embedding")
+        # Not TSViT's table of one learned row per day: under mixed_bfloat16 the doy channel is
+        # rounded to a day or two, so a table trained in bf16 and read in float32 looks up rows
+        # it never trained (test OA 0.65 -> 0.56 in our first screen); a table also leaves the
+        # days that no training date fell on untrained. Yearly harmonics up to a period of 23
+        # days (not L-TAE's encoding, whose shortest period is 2π days) have neither problem.
+        self.day_embedding = keras.layers.Dense(dim, name="day_embedding")
         block = {"dim": dim, "num_heads": num_heads, "key_dim": key_dim, "dropout": dropout}
         self.temporal = [TransformerBlock(**block, name=f"temporal{i}") for i in range(depth)]
         self.temporal_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="temporal_norm")
@@ -123,7 +138,7 @@ class TemporoSpatialTransformer(keras.layers.Layer):
         self.input_channels = inputs_shape[-1]
         tokens = (None, None, self.dim)
         self.embedding.build((None, self.patch_size**2 * self.input_channels))
-        self.day_embedding.build((None,))
+        self.day_embedding.build((None, None, 2 * HARMONICS))
         self.row_embedding.build((None,))
         self.column_embedding.build((None,))
         for block in (*self.temporal, *self.spatial):
@@ -160,9 +175,9 @@ class TemporoSpatialTransformer(keras.layers.Layer):
         x = tf.transpose(x, [0, 2, 4, 1, 3, 5, 6])  # [B, rows, cols, T, p, p, C]
         patches = rows * columns
         x = tf.reshape(x, [batch * patches, time, p * p * channels])
-        days = tf.cast(tf.clip_by_value(doy, 0, _DAYS - 1), "int32")  # [B, T]
-        days = tf.repeat(days, patches, axis=0)  # [B*N, T], batch-major like x
-        tokens = self.embedding(x) + self.day_embedding(days)
+        tokens = self.embedding(x)  # [B*N, T, dim]
+        days = self.date_tokens(doy)  # [B, T, dim]
+        tokens = tokens + tf.repeat(tf.cast(days, tokens.dtype), patches, axis=0)
 
         # Time: each patch's dates with k class tokens in front; padding dates masked out.
         class_tokens = tf.cast(self.class_tokens, tokens.dtype)
@@ -194,6 +209,10 @@ class TemporoSpatialTransformer(keras.layers.Layer):
         pixels = tf.transpose(pixels, [0, 2, 4, 3, 5, 1])  # [B, rows, p, cols, p, k]
         pixels = tf.reshape(pixels, [batch, padded_height, padded_width, k])
         return pixels[:, :height, :width, :]
+
+    def date_tokens(self, doy):
+        """[..., dim]: what a date adds to its tokens, from days of year [...] (float)."""
+        return self.day_embedding(season_encoding(doy))
 
     def compute_output_spec(self, inputs, sequence_length, training=None):
         batch, _, height, width, _ = inputs.shape
