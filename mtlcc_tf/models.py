@@ -88,7 +88,11 @@ def build_model(model_config: ModelConfig) -> keras.Model:
 
     encoder_inputs = inputs
     if config.date_harmonics:
-        encoder_inputs = DateEncoding(config.date_harmonics, name="date_encoding")(inputs)
+        # In float32 before the transformer, whose day table needs the exact doy channel.
+        dtype = "float32" if config.convcell == TRANSFORMER else None
+        encoder_inputs = DateEncoding(config.date_harmonics, name="date_encoding", dtype=dtype)(
+            inputs
+        )
     features = build_encoder(config)(encoder_inputs, sequence_length)
     head = ClassificationHead(
         num_classes=config.num_classes,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mtlcc_tf import model_config, models
+from mtlcc_tf.layers.dates import DOY_CHANNEL
 from mtlcc_tf.layers.transformer import TemporoSpatialTransformer
 from tests.conftest import CLASSES
 from tests.encoder_checks import assert_export_serves_the_same, assert_overfits, batch
@@ -46,11 +49,29 @@ def test_padding_dates_change_nothing():
     assert np.abs(model(changed)[0] - model(batch())[0]).max() > 1e-4
 
 
-def test_neighbouring_days_give_neighbouring_date_tokens():
-    """bf16 rounds the doy channel by a day or two: that must not change what a date means."""
-    encoder = build().get_layer(models.ENCODER_NAME)
-    days = encoder.date_tokens(tf.constant([100.0, 101.0, 160.0])).numpy()
-    assert np.linalg.norm(days[1] - days[0]) < 0.3 * np.linalg.norm(days[2] - days[0])
+def test_mixed_bfloat16_reads_the_same_days_as_float32():
+    """The day table is read from the exact doy channel under every precision: a bf16 doy
+    (off by up to a day or two) would read other rows, trained in bf16, untrained in float32."""
+    config = dataclasses.replace(CONFIG, date_harmonics=2)
+    # Days that a bf16 doy / 365 channel rounds to another day.
+    days = np.arange(1, 366)
+    rounded = tf.cast(tf.constant(days / 365.0, tf.float32), tf.bfloat16)
+    misread = days[np.round(tf.cast(rounded, tf.float32).numpy() * 365.0) != days]
+    assert len(misread) > 20
+    data = batch()
+    data["inputs"][..., DOY_CHANNEL] = (misread[:5] / 365.0)[None, :, None, None]
+    outputs = {}
+    for policy in ("mixed_bfloat16", "float32"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = build(config)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        encoder = model.get_layer(models.ENCODER_NAME)
+        table = np.random.default_rng(3).normal(0, 1, encoder.day_embedding.embeddings.shape)
+        encoder.day_embedding.embeddings.assign(table)  # days far apart in token space
+        outputs[policy] = tf.nn.softmax(model(data)).numpy()
+    assert np.abs(outputs["mixed_bfloat16"] - outputs["float32"]).max() < 0.1
 
 
 def test_patches_see_each_other_through_the_spatial_transformer():

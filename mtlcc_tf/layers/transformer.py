@@ -1,18 +1,16 @@
 """A TSViT-style temporo-spatial transformer (Tarasiou et al., CVPR 2023), small and our own.
 
 The tile is cut into square patches of `patch_size` pixels; every date of every patch becomes
-one token (a linear embedding of its pixels' channels plus a learned projection of yearly
-harmonics of its day of year). A temporal transformer looks over each patch's dates (padding
-dates masked out) together with one learned token per output channel ("class tokens"); only
-those tokens go on. A spatial transformer then relates, for each class token, all patches of the
-tile (with learned row and column embeddings), and a linear map turns every patch's class token
-into its pixels' values of that channel. Time first, then space: the factorisation that made
-TSViT the strongest model on the MTLCC benchmark.
+one token (a linear embedding of its pixels' channels plus a learned embedding of its day of
+year, one row per day, read from float32 inputs whatever the precision). A temporal transformer
+looks over each patch's dates (padding dates masked out) together with one learned token per
+output channel ("class tokens"); only those tokens go on. A spatial transformer then relates,
+for each class token, all patches of the tile (with learned row and column embeddings), and a
+linear map turns every patch's class token into its pixels' values of that channel. Time first,
+then space: the factorisation that made TSViT the strongest model on the MTLCC benchmark.
 """
 
 from __future__ import annotations
-
-import math
 
 import keras
 import tensorflow as tf
@@ -20,15 +18,7 @@ import tensorflow as tf
 from mtlcc_tf.layers.dates import DOY_CHANNEL
 
 MAX_PATCHES = 128  # per side (256 px at patch size 2): the learned row and column embeddings
-HARMONICS = 16  # of the year in the date encoding: the shortest period is about 23 days
-
-
-def season_encoding(doy: tf.Tensor) -> tf.Tensor:
-    """[..., 2 * HARMONICS]: sin and cos of 2πk·doy/365, k = 1..HARMONICS, of days [...]."""
-    angle = tf.cast(doy, tf.float32)[..., None] * (
-        2.0 * math.pi / 365.0 * tf.range(1, HARMONICS + 1, dtype=tf.float32)
-    )
-    return tf.concat([tf.sin(angle), tf.cos(angle)], axis=-1)
+_DAYS = 367  # rows of the day-of-year embedding (0: padding)
 
 
 @keras.saving.register_keras_serializable(package="mtlcc_tf")
@@ -108,6 +98,7 @@ class TemporoSpatialTransformer(keras.layers.Layer):
         self, outputs, dim=32, depth=2, num_heads=4, key_dim=8, patch_size=2, dropout=0.0,
         **kwargs,
     ):  # fmt: skip
+        kwargs["autocast"] = False  # the doy channel must stay exact (see day_embedding)
         super().__init__(**kwargs)
         if min(outputs, dim, depth, num_heads, key_dim, patch_size) < 1:
             raise ValueError(
@@ -119,12 +110,11 @@ class TemporoSpatialTransformer(keras.layers.Layer):
             num_heads, key_dim, patch_size, dropout,
         )  # fmt: skip
         self.embedding = keras.layers.Dense(dim, name="patch_embedding")
-        # Not TSViT's table of one learned row per day: under mixed_bfloat16 the doy channel is
-        # rounded to a day or two, so a table trained in bf16 and read in float32 looks up rows
-        # it never trained (test OA 0.65 -> 0.56 in our first screen); a table also leaves the
-        # days that no training date fell on untrained. Yearly harmonics up to a period of 23
-        # days (not L-TAE's encoding, whose shortest period is 2π days) have neither problem.
-        self.day_embedding = keras.layers.Dense(dim, name="day_embedding")
+        # One learned row per day, as TSViT. The layer takes its inputs uncast (autocast off):
+        # under mixed_bfloat16 a bf16 doy channel is off by up to a day or two, and a table
+        # trained on such days reads rows it never trained in float32 (our first screen: the
+        # same checkpoint, test OA 0.649 in bf16 and 0.564 in float32).
+        self.day_embedding = keras.layers.Embedding(_DAYS, dim, name="day_embedding")
         block = {"dim": dim, "num_heads": num_heads, "key_dim": key_dim, "dropout": dropout}
         self.temporal = [TransformerBlock(**block, name=f"temporal{i}") for i in range(depth)]
         self.temporal_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="temporal_norm")
@@ -138,7 +128,7 @@ class TemporoSpatialTransformer(keras.layers.Layer):
         self.input_channels = inputs_shape[-1]
         tokens = (None, None, self.dim)
         self.embedding.build((None, self.patch_size**2 * self.input_channels))
-        self.day_embedding.build((None, None, 2 * HARMONICS))
+        self.day_embedding.build((None, None))
         self.row_embedding.build((None,))
         self.column_embedding.build((None,))
         for block in (*self.temporal, *self.spatial):
@@ -175,7 +165,7 @@ class TemporoSpatialTransformer(keras.layers.Layer):
         x = tf.transpose(x, [0, 2, 4, 1, 3, 5, 6])  # [B, rows, cols, T, p, p, C]
         patches = rows * columns
         x = tf.reshape(x, [batch * patches, time, p * p * channels])
-        tokens = self.embedding(x)  # [B*N, T, dim]
+        tokens = self.embedding(tf.cast(x, self.compute_dtype))  # [B*N, T, dim]
         days = self.date_tokens(doy)  # [B, T, dim]
         tokens = tokens + tf.repeat(tf.cast(days, tokens.dtype), patches, axis=0)
 
@@ -212,7 +202,7 @@ class TemporoSpatialTransformer(keras.layers.Layer):
 
     def date_tokens(self, doy):
         """[..., dim]: what a date adds to its tokens, from days of year [...] (float)."""
-        return self.day_embedding(season_encoding(doy))
+        return self.day_embedding(tf.cast(tf.clip_by_value(doy, 0, _DAYS - 1), "int32"))
 
     def compute_output_spec(self, inputs, sequence_length, training=None):
         batch, _, height, width, _ = inputs.shape
