@@ -67,8 +67,8 @@ class ModelConfig:
         attention_decoder_widths: 'utae' only: the decoder's channels per level, the last
             equal to the encoder's; empty: `attention_widths`. The model's features have
             the first entry's channels.
-        attention_heads: 'utae' only: attention heads.
-        attention_key_dim: 'utae' only: size of each head's keys and query.
+        attention_heads: 'utae' and 'tsvit' only: attention heads.
+        attention_key_dim: 'utae' and 'tsvit' only: size of each head's keys and query.
         attention_d_model: 'utae' only: width of the attention (a projection of the lowest
             level to it); 0: the lowest level's width, without projection.
         patch_size: 'tsvit' only: side of its square patches in pixels.
@@ -155,11 +155,14 @@ class ModelConfig:
         require(not self.peepholes or self.convcell == "lstm", "peepholes", "needs convcell='lstm'")
         if self.tile_size is not None:
             positive("tile_size")
+        if self.convcell in (ATTENTION, TRANSFORMER):
+            name = self.convcell
+            require(self.aggr_strat == "state", "aggr_strat", f"{name} pools the dates itself")
+            require(not self.pixelwise, "pixelwise", f"not available for {name}")
+            positive("attention_key_dim")
+            positive("attention_heads")
         if self.convcell == ATTENTION:
             require(self.convrnn_filters % 4 == 0, "convrnn_filters", "utae needs a multiple of 4")
-            require(self.aggr_strat == "state", "aggr_strat", "utae pools the dates itself")
-            require(not self.pixelwise, "pixelwise", "not available for utae")
-            positive("attention_key_dim")
             widths = self.attention_widths or (self.convrnn_filters, 2 * self.convrnn_filters)
             problems = attention.settings_problems(
                 widths,
@@ -169,10 +172,6 @@ class ModelConfig:
             )
             require(not problems, "attention_widths", "; ".join(problems))
         if self.convcell == TRANSFORMER:
-            require(self.aggr_strat == "state", "aggr_strat", "tsvit pools the dates itself")
-            require(not self.pixelwise, "pixelwise", "not available for tsvit")
-            positive("attention_key_dim")
-            positive("attention_heads")
             positive("patch_size")
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
         for field, cells_using in FIELD_CELLS.items():
