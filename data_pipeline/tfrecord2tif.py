@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from data_pipeline import dataset_root, rasters
+from data_pipeline import dataset_root, tile_folders
 
 _RECORD = flags.DEFINE_string("record", None, "Record file, e.g. ROOT/data16/3.tfrecord.gz.")
 _OUT_DIR = flags.DEFINE_string(
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     root = _ROOT.value or os.path.dirname(os.path.dirname(os.path.abspath(_RECORD.value)))
     try:
-        paths = rasters.record_to_geotiffs(_RECORD.value, _OUT_DIR.value, root)
+        paths = tile_folders.record_to_geotiffs(_RECORD.value, _OUT_DIR.value, root)
     except (ValueError, dataset_root.DatasetError) as error:
         sys.exit(f"tfrecord2tif: {error}")
     print(f"wrote {len(paths)} GeoTIFFs to {_OUT_DIR.value}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from data_pipeline import dataset_root, ingest_lib, rasters, records, scenes
+from data_pipeline import dataset_root, ingest_lib, rasters, records, scenes, tile_folders
 from data_pipeline.simulation import geotiff, simulator, writer
 
 CONFIG = simulator.SimulationConfig(
@@ -92,7 +92,7 @@ def test_tfrecord2tif_then_ingest_round_trips(tmp_path):
     dataset_root.write_geotransforms(root, writer.geotransforms(1, 2, 12))
     ported = tmp_path / "ported"
     records_of = [os.path.join(root, "data17", f"{tile.tileid}.tfrecord.gz") for tile in tiles]
-    rasters.record_to_geotiffs(records_of[0], str(ported / "data" / "0"), root)
+    tile_folders.record_to_geotiffs(records_of[0], str(ported / "data" / "0"), root)
     done = run_module(
         "data_pipeline.tfrecord2tif", f"--record={records_of[1]}", f"--out_dir={ported}/data/1"
     )

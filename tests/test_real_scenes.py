@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from data_pipeline import dataset_root, ingest_lib, input_pipeline, inspection, rasters, records
+from data_pipeline import (
+    dataset_root,
+    ingest_lib,
+    input_pipeline,
+    inspection,
+    rasters,
+    records,
+    tile_folders,
+)
 from data_pipeline.data_config import DataConfig
 from data_pipeline.simulation import geotiff, simulator, writer
 from mtlcc_tf import images, map_files, predict_lib, train_steps
@@ -136,7 +144,7 @@ def test_resampled_ingest_keeps_the_crs_and_honours_no_data(landsat_like, tmp_pa
     assert splits and all(entry["tiles_with_labels"] <= entry["tiles"] for entry in splits.values())
     # The CRS travels on to the GeoTIFFs of tfrecord2tif and of evaluate --write_images.
     record = os.path.join(root, "data16", "1.tfrecord.gz")
-    written = rasters.record_to_geotiffs(record, str(tmp_path / "tif"), root)
+    written = tile_folders.record_to_geotiffs(record, str(tmp_path / "tif"), root)
     assert same_crs(rasters.read_grid(written[0]).wkt, lcc_wkt())
     stem = str(tmp_path / "images" / "1")
     indices = np.zeros((12, 12), np.int64)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from osgeo import gdal
 
-from data_pipeline import dataset_root, rasters, records, scenes
+from data_pipeline import dataset_root, rasters, records, scenes, tile_folders
 from data_pipeline.simulation import writer
 from data_pipeline.simulation.simulator import (
     SimulationConfig,
@@ -47,7 +47,7 @@ def write_tile_folders(root: str, config: SimulationConfig, tileids: dict | None
         simulated[year].append(record)
         folder = os.path.join(root, "data", tile.tileid)
         # y.tif: the first year's labels only.
-        rasters.write_tile_geotiffs(
+        tile_folders.write_tile_geotiffs(
             folder, record, geotransforms[tile.tileid], write_labels=year == config.years[0]
         )
     dataset_root.write_classes(root, writer.class_table())
@@ -76,7 +76,7 @@ def write_scene_folder(root: str, config: SimulationConfig) -> dict:
         num_dates = len(simulator.doy)
         files = {}
         for index in range(num_dates):
-            date = rasters.date_name(year, simulator.doy[index])
+            date = tile_folders.date_name(year, simulator.doy[index])
             for suffix, factor in (("10m", 1), ("20m", 2), ("60m", 6)):
                 _, names = rasters.RESOLUTIONS[suffix]
                 path = os.path.join(root, f"{date}_{suffix}.tif")
@@ -141,7 +141,7 @@ def write_repeated_scene(
     geotransform = writer.geotransforms(1, 1, 1)["0"].gdal()
     files = []  # (dataset, pattern [h, w, bands], factor)
     for index in range(num_dates):
-        date = rasters.date_name(year, tile.doy[index])
+        date = tile_folders.date_name(year, tile.doy[index])
         for suffix, factor in (("10m", 1), ("20m", 2), ("60m", 6)):
             key, names = rasters.RESOLUTIONS[suffix]
             dataset = rasters.create_geotiff(
