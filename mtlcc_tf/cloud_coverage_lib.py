@@ -265,7 +265,7 @@ def _classical_predictor(
     row: Row, seed: int, settings: Settings
 ) -> Callable[[DataConfig, Any], dict]:
     """Fits the row's baseline on the training partition of the first (cloudy) condition."""
-    from mtlcc_tf import classical_lib, composites
+    from mtlcc_tf import classical_lib, composites, pixel_features
 
     features = composites.FeatureConfig(variant=row.feature_variant).validate()
     classifier_config = classical_lib.ClassifierConfig(seed=seed).validate()
@@ -277,7 +277,7 @@ def _classical_predictor(
         training=False,
         augment=False,
     ).validate()
-    pixels, labels, _ = classical_lib.collect_training_pixels(
+    pixels, labels, _ = pixel_features.collect_training_pixels(
         train_data, features, classifier_config.max_train_pixels, seed, log_every=0
     )
     classifier = classical_lib.fit(pixels, labels, classifier_config)

@@ -11,7 +11,7 @@ import pytest
 
 from data_pipeline import dataset_root, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import classical_lib, composites
+from mtlcc_tf import classical_lib, composites, pixel_features
 from tests.conftest import CLASSES, write_random_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +102,7 @@ def test_fill_gaps_and_brightness_rule():
 
 def test_pixel_sample_is_capped_uniform_and_seeded():
     def draw(seed, capacity=100, chunks=20):
-        sample = classical_lib._PixelSample(capacity, seed)
+        sample = pixel_features.PixelSample(capacity, seed)
         for chunk in range(chunks):
             labels = np.full(50, chunk, np.int32)
             sample.add(np.arange(50, dtype=np.float32)[:, None] + 100 * chunk, labels)
