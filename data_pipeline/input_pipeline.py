@@ -304,3 +304,49 @@ BATCH_KEYS = (
     "inputs", "sequence_length", "labels", "cloud_mask", "has_cloud_mask", "doy", "year",
     "tileid", "source",
 )  # fmt: skip
+
+
+def band_statistics(
+    config: DataConfig, max_tiles: int = 64, split: SplitFiles | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and standard deviation of the model's reflectance channels (x 1e-4, 20 m
+    and 60 m bands resized as the model sees them) over every real observation and pixel of up
+    to `max_tiles` tiles of `config`'s split, spread evenly over its files. Clouds included:
+    these are the statistics of what the model is fed.
+
+    Returns:
+        (means, stds), one per band (`transforms.NUM_REFLECTANCE_CHANNELS`).
+
+    Raises:
+        ValueError: the tiles hold no real observation.
+    """
+    split = split or list_split_files(config)
+    count = min(max_tiles, len(split.files))
+    chosen = sorted({round(i * (len(split.files) - 1) / max(count - 1, 1)) for i in range(count)})
+    subset = dataclasses.replace(
+        split,
+        files=tuple(split.files[i] for i in chosen),
+        expected_shapes=tuple(split.expected_shapes[i] for i in chosen),
+    )
+    plain = dataclasses.replace(
+        config, training=False, augment=False, temporal_samples=None, deterministic=True
+    )
+    bands = transforms.NUM_REFLECTANCE_CHANNELS
+    total = tf.zeros([bands], tf.float64)
+    squares = tf.zeros([bands], tf.float64)
+    count = tf.constant(0.0, tf.float64)
+    for batch in build_dataset(plain, split=subset):
+        real = tf.sequence_mask(batch["sequence_length"], tf.shape(batch["inputs"])[1])
+        values = tf.cast(tf.boolean_mask(batch["inputs"], real)[..., :bands], tf.float64)
+        values = tf.reshape(values, [-1, bands])
+        total += tf.reduce_sum(values, axis=0)
+        squares += tf.reduce_sum(tf.square(values), axis=0)
+        count += tf.cast(tf.shape(values)[0], tf.float64)
+    if count.numpy() == 0:
+        raise ValueError(f"{config.root}: the {len(chosen)} tiles read hold no real observation")
+    mean = total / count
+    std = tf.sqrt(tf.maximum(squares / count - tf.square(mean), 0.0))
+    return (
+        tuple(round(float(value), 6) for value in mean.numpy()),
+        tuple(max(round(float(value), 6), 1e-6) for value in std.numpy()),
+    )

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 UNKNOWN_INDEX = -1
-NUM_CHANNELS = 15  # 4 + 6 + 3 bands, day of year, year
+NUM_REFLECTANCE_CHANNELS = 13  # 4 + 6 + 3 bands (10, 20, 60 m), first in `inputs`
+NUM_CHANNELS = NUM_REFLECTANCE_CHANNELS + 2  # then day of year, year
 REFLECTANCE_SCALE = 1e-4
 REFERENCE_YEAR = 2016
 # Fields with a time axis, gathered together when observations are reordered or subsampled.

@@ -1,8 +1,10 @@
 """Frozen, validated configuration dataclasses; flags are turned into these once, at start-up."""
 
 import dataclasses
+import math
 
 from mtlcc_tf.layers import attention, cells, encoder, heads
+from mtlcc_tf.layers.dates import DOY_CHANNEL
 
 # The choices are the layers' own (one definition each); the stock cell is built by models.
 ATTENTION = "utae"  # the temporal-attention encoder (layers/attention.py), not a recurrent cell
@@ -72,6 +74,11 @@ class ModelConfig:
         attention_d_model: 'utae' only: width of the attention (a projection of the lowest
             level to it); 0: the lowest level's width, without projection.
         patch_size: 'tsvit' only: side of its square patches in pixels.
+        band_mean: Per-band means of the first `len(band_mean)` input channels (the
+            reflectances); with `band_std`, the model standardises them first
+            (`layers.BandStandardization`). Empty: the reflectances enter as they are (the
+            original). `mtlcc_tf.train --standardize_bands` fills both from the training tiles.
+        band_std: Per-band standard deviations (> 0), as many as `band_mean`.
     """
 
     num_classes: int
@@ -98,6 +105,8 @@ class ModelConfig:
     attention_key_dim: int = 8
     attention_d_model: int = 0
     patch_size: int = 2
+    band_mean: tuple[float, ...] = ()
+    band_std: tuple[float, ...] = ()
 
     def validate(self) -> "ModelConfig":
         """Checks every field.
@@ -155,6 +164,22 @@ class ModelConfig:
         require(not self.peepholes or self.convcell == "lstm", "peepholes", "needs convcell='lstm'")
         if self.tile_size is not None:
             positive("tile_size")
+        require(
+            len(self.band_mean) == len(self.band_std) <= min(self.input_channels, DOY_CHANNEL),
+            "band_mean",
+            f"needs as many values as band_std ({len(self.band_std)}), at most "
+            f"{min(self.input_channels, DOY_CHANNEL)} (the channels before day of year)",
+        )
+        require(
+            all(math.isfinite(value) for value in self.band_mean),
+            "band_mean",
+            "must be finite numbers",
+        )
+        require(
+            all(math.isfinite(value) and value > 0 for value in self.band_std),
+            "band_std",
+            "must be finite numbers > 0",
+        )
         if self.convcell in (ATTENTION, TRANSFORMER):
             name = self.convcell
             require(self.aggr_strat == "state", "aggr_strat", f"{name} pools the dates itself")

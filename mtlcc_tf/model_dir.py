@@ -115,6 +115,11 @@ def _from_dict(cls: type, values: dict[str, Any], path: str, section: str) -> An
         raise ValueError(f"{path}: [{section}]: {error}") from error
 
 
+def has_run_config(model_dir: str) -> bool:
+    """Whether `model_dir` holds a config.json (a run was started there)."""
+    return tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE))
+
+
 def read_run_config(model_dir: str) -> RunConfig:
     """Reads `model_dir/config.json`.
 
@@ -150,7 +155,7 @@ def check_resumable(
     Raises:
         ValueError: naming the fields that differ (old, new).
     """
-    if not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)):
+    if not has_run_config(model_dir):
         return
     previous = read_run_config(model_dir)
     for what, old, new in (

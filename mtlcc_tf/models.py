@@ -3,6 +3,7 @@
 import keras
 
 from mtlcc_tf.layers import (
+    BandStandardization,
     ClassificationHead,
     ConvRNNEncoder,
     DateEncoding,
@@ -14,6 +15,9 @@ from mtlcc_tf.layers.transformer import TemporoSpatialTransformer
 from mtlcc_tf.model_config import ATTENTION, TRANSFORMER, ModelConfig
 
 ENCODER_NAME = "encoder"
+# Layers between the model input and the encoder, in this order, where the config has them.
+BAND_STANDARDIZATION = "band_standardization"
+DATE_ENCODING = "date_encoding"
 
 
 def build_encoder(model_config: ModelConfig) -> keras.layers.Layer:
@@ -87,11 +91,15 @@ def build_model(model_config: ModelConfig) -> keras.Model:
     sequence_length = keras.Input((), dtype="int32", name="sequence_length")
 
     encoder_inputs = inputs
+    if config.band_mean:
+        encoder_inputs = BandStandardization(
+            config.band_mean, config.band_std, name=BAND_STANDARDIZATION
+        )(encoder_inputs)
     if config.date_harmonics:
         # In float32 before the transformer, whose day table needs the exact doy channel.
         dtype = "float32" if config.convcell == TRANSFORMER else None
-        encoder_inputs = DateEncoding(config.date_harmonics, name="date_encoding", dtype=dtype)(
-            inputs
+        encoder_inputs = DateEncoding(config.date_harmonics, name=DATE_ENCODING, dtype=dtype)(
+            encoder_inputs
         )
     features = build_encoder(config)(encoder_inputs, sequence_length)
     head = ClassificationHead(
@@ -113,6 +121,15 @@ def build_model(model_config: ModelConfig) -> keras.Model:
         logits,
         name=f"mtlcc_{config.convcell}",
     )
+
+
+def _encoder_inputs(model: keras.Model, inputs):
+    """`inputs` through `model`'s own layers before its encoder (standardisation, dates)."""
+    names = {layer.name for layer in model.layers}
+    for name in (BAND_STANDARDIZATION, DATE_ENCODING):
+        if name in names:
+            inputs = model.get_layer(name)(inputs)
+    return inputs
 
 
 class EncoderStateSequences(keras.layers.Layer):
@@ -156,9 +173,7 @@ def build_analysis_model(model: keras.Model) -> keras.Model:
             f"got an encoder of type {type(encoder).__name__}"
         )
     inputs = {tensor.name: tensor for tensor in model.inputs}
-    encoder_inputs = inputs["inputs"]
-    if any(layer.name == "date_encoding" for layer in model.layers):
-        encoder_inputs = model.get_layer("date_encoding")(encoder_inputs)
+    encoder_inputs = _encoder_inputs(model, inputs["inputs"])
     view = EncoderStateSequences(encoder, name="state_sequences")
     states = view(encoder_inputs, inputs["sequence_length"])
     return keras.Model(inputs, states, name=f"{model.name}_states")
@@ -190,9 +205,7 @@ def build_attention_model(model: keras.Model) -> keras.Model:
     if not isinstance(encoder, TemporalAttentionEncoder):
         raise ValueError(f"build_attention_model needs convcell '{ATTENTION}'")
     inputs = {tensor.name: tensor for tensor in model.inputs}
-    encoder_inputs = inputs["inputs"]
-    if any(layer.name == "date_encoding" for layer in model.layers):
-        encoder_inputs = model.get_layer("date_encoding")(encoder_inputs)
+    encoder_inputs = _encoder_inputs(model, inputs["inputs"])
     attention = EncoderAttention(encoder, name="attention")(
         encoder_inputs, inputs["sequence_length"]
     )

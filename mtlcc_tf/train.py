@@ -154,6 +154,11 @@ flags.DEFINE_integer(
     "train_steps", 0, "Total training steps; overrides --epochs; 0: unused.", lower_bound=0
 )
 flags.DEFINE_integer("seed", 0, "Seed of the weight initialisation.")
+flags.DEFINE_bool(
+    "standardize_bands", False,
+    "Standardise each band inside the model by the training tiles' mean and std, measured at "
+    "the start of a new run (off: reflectances x 1e-4, the original).",
+)  # fmt: skip
 
 # Runtime.
 flags.DEFINE_string("model_dir", None, "Output folder; an existing run there is resumed.")
@@ -289,6 +294,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         num_image_tiles=values.num_image_tiles,
         keep_checkpoints=values.keep_checkpoints,
         seed=values.seed,
+        standardize_bands=values.standardize_bands,
     )
     runtime = train_config.RuntimeConfig(
         strategy=values.strategy,

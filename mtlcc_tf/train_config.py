@@ -41,6 +41,11 @@ class TrainConfig:
         num_image_tiles: Validation tiles shown as image panels in TensorBoard (0: none).
         keep_checkpoints: How many last checkpoints to keep.
         seed: Seed of the weight initialisation (the data has its own in DataConfig).
+        standardize_bands: At the start of a new run, measure the per-band mean and standard
+            deviation of the training tiles (`input_pipeline.band_statistics`) and put them in
+            the model's `band_mean` / `band_std`, so the model standardises its reflectances
+            (a resumed run keeps those it started with). Off: the model sees reflectances
+            x 1e-4, as the original.
     """
 
     optimizer: str = "adam"
@@ -63,6 +68,7 @@ class TrainConfig:
     num_image_tiles: int = 4
     keep_checkpoints: int = 3
     seed: int = 0
+    standardize_bands: bool = False
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first bad field; returns self for chaining."""

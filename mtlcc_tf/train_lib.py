@@ -123,6 +123,31 @@ def _hparams(**configs) -> dict[str, Any]:
     }
 
 
+def _with_band_statistics(
+    model_config: ModelConfig,
+    train_data: DataConfig,
+    split: input_pipeline.SplitFiles,
+    model_dir: str,
+) -> ModelConfig:
+    """`model_config` with per-band statistics: its own if set, those of the run being resumed
+    in `model_dir` if it has them, else measured on the training tiles."""
+    if model_config.band_mean:
+        return model_config
+    if model_dir_lib.has_run_config(model_dir):
+        previous = model_dir_lib.read_run_config(model_dir).model
+        if previous.band_mean:
+            return dataclasses.replace(
+                model_config, band_mean=previous.band_mean, band_std=previous.band_std
+            )
+    start = time.perf_counter()
+    mean, std = input_pipeline.band_statistics(train_data, split=split)
+    logging.info(
+        "band statistics of the training tiles (%.1f s): mean %s, std %s",
+        time.perf_counter() - start, mean, std,
+    )  # fmt: skip
+    return dataclasses.replace(model_config, band_mean=mean, band_std=std)
+
+
 def train_and_evaluate(
     model_config: ModelConfig,
     train_data: DataConfig,
@@ -189,6 +214,8 @@ def train_and_evaluate(
             "workers: every worker needs at least one"
         )
     steps_per_epoch, total_steps = _steps(train_config, len(split.files), train_data.batch_size)
+    if train_config.standardize_bands:
+        model_config = _with_band_statistics(model_config, train_data, split, model_dir)
     model_dir_lib.check_resumable(model_dir, model_config, classes)
     changes = model_dir_lib.resume_changes(model_dir, train_data, len(split.files))
     if changes:

@@ -44,6 +44,10 @@ def tiny_batch(seed: int = 0, time: int = TIME, size: int = SIZE) -> dict[str, n
         (dict(convcell="gru", peepholes=True), "peepholes"),
         (dict(convcell="keras_convlstm", normalization=False, padding="same"), "tile_size"),
         (dict(convcell="keras_convlstm", padding="same", tile_size=8), "normalization"),
+        (dict(band_mean=(0.1, 0.2), band_std=(1.0,)), "band_mean"),
+        (dict(band_mean=(0.1,) * 14, band_std=(1.0,) * 14), "band_mean"),
+        (dict(band_mean=(0.1,), band_std=(0.0,)), "band_std"),
+        (dict(band_mean=(float("nan"),), band_std=(1.0,)), "band_mean"),
     ],
 )
 def test_validate_names_the_bad_field(overrides, field):
@@ -278,6 +282,31 @@ def test_date_encoding_adds_periodic_date_features_and_keeps_padding_zero():
     assert DateEncoding.from_config(config).num_harmonics == 3
     with pytest.raises(ValueError, match="date_harmonics"):
         tiny_config(date_harmonics=2).validate()  # 3 channels: no doy channel
+
+
+def test_band_standardization_is_the_first_step_of_the_model_and_its_views():
+    """A model with band statistics equals the same weights fed standardised inputs, and so do
+    its state view; date channels and padding steps are left alone."""
+    mean, std = (0.3, 0.1, 0.2), (0.2, 0.05, 0.4)
+    batch = tiny_batch()
+    batch["inputs"] = np.concatenate([batch["inputs"]] * 5, axis=-1)  # 15 channels
+    batch["inputs"][..., 13] = 0.5
+    batch["inputs"][1, -1] = 0.0  # a padding step
+    standardized = batch["inputs"].copy()
+    standardized[..., :3] = (standardized[..., :3] - mean) / std
+    standardized[1, -1] = 0.0
+    config = tiny_config(input_channels=15, date_harmonics=2)
+    plain = build_model(config)
+    model = build_model(dataclasses.replace(config, band_mean=mean, band_std=std))
+    model.set_weights(plain.get_weights())
+    layer = model.get_layer("band_standardization")
+    np.testing.assert_allclose(layer(batch["inputs"]), standardized, rtol=1e-5, atol=1e-6)
+    fed = dict(batch, inputs=standardized)
+    np.testing.assert_allclose(model(batch), plain(fed), rtol=1e-4, atol=1e-5)
+    states, expected = build_analysis_model(model)(batch), build_analysis_model(plain)(fed)
+    for name, value in expected.items():
+        np.testing.assert_allclose(states[name], value, rtol=1e-4, atol=1e-5)
+    assert type(layer).from_config(layer.get_config()).std == std
 
 
 @pytest.mark.parametrize("convcell", ["lstm", "gru"])

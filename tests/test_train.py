@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import dataset_root, input_pipeline
+from data_pipeline import dataset_root, input_pipeline, records
 from data_pipeline.data_config import DataConfig
 from mtlcc_tf import evaluate_lib, hardware, metrics, train_lib, train_steps
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
 from tests.conftest import CLASSES, write_random_root
+from tests.encoder_checks import assert_export_serves_the_same
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny everything: 12 px tiles, 6 time steps (4 sampled), 4 filters, batch 2.
@@ -283,6 +284,43 @@ def test_class_weights_come_from_the_training_labels(root, tmp_path, monkeypatch
     assert seen[0] is None
     np.testing.assert_allclose(seen[1], metrics.class_weights(counts, 0.5))
     assert len(set(seen[1])) > 2 and np.isfinite(result.validation["loss"])
+
+
+def test_band_statistics_are_measured_on_the_training_tiles_and_kept_on_resume(
+    root, tmp_path, monkeypatch
+):
+    configs = tiny_configs(root, train_steps=1, steps_per_epoch=1, num_image_tiles=0)
+    train = dataclasses.replace(configs[3], standardize_bands=True)
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(*configs[:3], train, configs[4], model_dir)
+    model = model_dir_lib.read_run_config(model_dir).model
+    # The 10 m bands enter as stored (x 1e-4): their statistics straight from the records.
+    split = input_pipeline.list_split_files(configs[1])
+    x10 = (
+        np.concatenate(
+            [
+                tile.x10[tile.doy > 0]
+                for tile in (records.read_tile(path)[0] for path in split.files)
+            ]
+        ).reshape(-1, 4)
+        * 1e-4
+    )
+    np.testing.assert_allclose(model.band_mean[:4], x10.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(model.band_std[:4], x10.std(axis=0), atol=1e-5)
+    assert len(model.band_mean) == 13 and min(model.band_std) > 0
+    restored = model_dir_lib.restore_for_inference(model_dir)[0]
+    assert restored.get_layer("band_standardization").mean == model.band_mean
+    assert_export_serves_the_same(restored, str(tmp_path / "export"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resumed run measures its band statistics again")
+
+    monkeypatch.setattr(input_pipeline, "band_statistics", refuse)
+    longer = dataclasses.replace(train, train_steps=2, steps_per_epoch=2)
+    result = train_lib.train_and_evaluate(*configs[:3], longer, configs[4], model_dir)
+    assert result.step == 2 and model_dir_lib.read_run_config(model_dir).model == model
+    with pytest.raises(ValueError, match="band_mean"):  # a run without them is not resumed
+        train_lib.train_and_evaluate(*configs, model_dir)
 
 
 def test_a_training_start_reads_the_dataset_root_once(root, tmp_path, monkeypatch):
