@@ -29,7 +29,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from data_pipeline.data_config import DataConfig
-    from mtlcc_tf import distribute, metrics, train_lib, train_steps
+    from mtlcc_tf import distribute, metrics, optimization, train_lib, train_steps
     from mtlcc_tf.model_config import ModelConfig
     from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
 
@@ -50,7 +50,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         replicas = strategy.num_replicas_in_sync
         with strategy.scope():
             model = train_lib.create_model(model_config, seed=1)
-            optimizer = train_lib.create_optimizer(train_config, 0.5, "float32")
+            optimizer = optimization.create_optimizer(train_config, 0.5, "float32")
             optimizer.build(model.trainable_variables)
             confusion = metrics.ConfusionMatrix(4)
             step = tf.Variable(0, dtype=tf.int64)

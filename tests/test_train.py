@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, hardware, metrics, train_lib, train_steps
+from mtlcc_tf import evaluate_lib, hardware, metrics, optimization, train_lib, train_steps
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
@@ -247,12 +247,12 @@ def test_missing_dataset_root_fails_fast(tmp_path):
 
 def test_learning_rate_schedules():
     config = TrainConfig(learning_rate=1.0, schedule="cosine", warmup_steps=10)
-    schedule = train_lib.create_learning_rate(config, total_steps=110, steps_per_epoch=10)
+    schedule = optimization.create_learning_rate(config, total_steps=110, steps_per_epoch=10)
     values = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
     np.testing.assert_allclose(values, [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
-    assert train_lib.create_learning_rate(TrainConfig(), 10, 5) == TrainConfig().learning_rate
+    assert optimization.create_learning_rate(TrainConfig(), 10, 5) == TrainConfig().learning_rate
     exponential = TrainConfig(learning_rate=1.0, schedule="exponential", decay_rate=0.5)
-    schedule = train_lib.create_learning_rate(exponential, total_steps=100, steps_per_epoch=10)
+    schedule = optimization.create_learning_rate(exponential, total_steps=100, steps_per_epoch=10)
     assert float(schedule(20)) == pytest.approx(0.25)
 
 
@@ -261,7 +261,7 @@ def test_mixed_float16_trains_with_loss_scaling(root, tmp_path):
     runtime = RuntimeConfig(strategy="default", precision="mixed_float16")
     result = train_lib.train_and_evaluate(*configs[:4], runtime, str(tmp_path / "run"))
     assert result.step == 1 and np.isfinite(result.validation["loss"])
-    optimizer = train_lib.create_optimizer(TrainConfig(), 1e-3, "mixed_float16")
+    optimizer = optimization.create_optimizer(TrainConfig(), 1e-3, "mixed_float16")
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
