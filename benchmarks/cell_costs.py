@@ -29,7 +29,8 @@ import keras
 import tensorflow as tf
 
 from mtlcc_tf import ops
-from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell, layer_norm
+from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell
+from mtlcc_tf.layers.functional import layer_norm
 from mtlcc_tf.layers.recurrence import run_recurrence
 
 

@@ -3,14 +3,14 @@
 import dataclasses
 import math
 
-from mtlcc_tf.layers import attention, cells, encoder, heads
+from mtlcc_tf.layers import attention, encoder, functional, heads
 from mtlcc_tf.layers.dates import DOY_CHANNEL
 
 # The choices are the layers' own (one definition each); the stock cell is built by models.
 ATTENTION = "utae"  # the temporal-attention encoder (layers/attention.py), not a recurrent cell
 TRANSFORMER = "tsvit"  # the temporo-spatial transformer (layers/transformer.py)
 CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm", ATTENTION, TRANSFORMER)
-PADDINGS = cells.PADDINGS
+PADDINGS = functional.PADDINGS
 AGGREGATION_STRATEGIES = encoder.AGGREGATIONS
 HEADS = heads.HEAD_KINDS
 NORMALIZATION_SCOPES = ("tile", "pixel")

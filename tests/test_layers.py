@@ -14,7 +14,7 @@ from mtlcc_tf.layers import (
     TemporalPooling,
     run_recurrence,
 )
-from mtlcc_tf.layers.cells import layer_norm
+from mtlcc_tf.layers.functional import layer_norm
 
 BATCH, TIME, SIZE, CHANNELS, FILTERS = 2, 4, 8, 3, 4
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from mtlcc_tf import ops
 from mtlcc_tf.layers import ConvGRUCell, ConvLSTMCell, run_recurrence
-from mtlcc_tf.layers.cells import layer_norm
+from mtlcc_tf.layers.functional import layer_norm
 
 EPSILON = 1e-5
 # Where no C++ compiler exists the kernels cannot be built and the cells use graph ops: the

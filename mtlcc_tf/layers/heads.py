@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from mtlcc_tf.layers.cells import PADDINGS, spatial_padding
+from mtlcc_tf.layers.functional import check_padding, spatial_padding
 
 HEAD_KINDS = ("original", "logits")
 
@@ -44,8 +44,7 @@ class ClassificationHead(keras.layers.Layer):
         super().__init__(**kwargs)
         if kind not in HEAD_KINDS:
             raise ValueError(f"kind must be one of {HEAD_KINDS}, got {kind!r}")
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        check_padding(padding)
         self.num_classes = num_classes
         self.kernel_size = kernel_size
         self.kind = kind
