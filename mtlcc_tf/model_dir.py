@@ -147,6 +147,19 @@ def read_run_config(model_dir: str) -> RunConfig:
     return RunConfig(model=model, data=data, classes=classes)
 
 
+def with_run_band_statistics(model_dir: str, model_config: ModelConfig) -> ModelConfig:
+    """`model_config` with the band statistics of the run in `model_dir`, where it has none of
+    its own and that run has some (a resume of `--standardize_bands` keeps its statistics)."""
+    if model_config.band_mean or not has_run_config(model_dir):
+        return model_config
+    previous = read_run_config(model_dir).model
+    if not previous.band_mean:
+        return model_config
+    return dataclasses.replace(
+        model_config, band_mean=previous.band_mean, band_std=previous.band_std
+    )
+
+
 def check_resumable(
     model_dir: str, model_config: ModelConfig, class_table: dataset_root.ClassTable
 ) -> None:

@@ -363,6 +363,8 @@ def main(argv: list[str]) -> None:
             logging.info("the records hold %d time steps: training on all of them", nobs)
             train_data = dataclasses.replace(train_data, temporal_samples=None)
         # Before flags.txt is replaced: a model directory holds one model.
+        if train.standardize_bands:
+            model = model_dir_lib.with_run_band_statistics(FLAGS.model_dir, model)
         model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
         if runtime.strategy == "multi_worker":
             distribute.check_tf_config()

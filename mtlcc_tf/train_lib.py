@@ -76,14 +76,9 @@ def _with_band_statistics(
 ) -> ModelConfig:
     """`model_config` with per-band statistics: its own if set, those of the run being resumed
     in `model_dir` if it has them, else measured on the training tiles."""
+    model_config = model_dir_lib.with_run_band_statistics(model_dir, model_config)
     if model_config.band_mean:
         return model_config
-    if model_dir_lib.has_run_config(model_dir):
-        previous = model_dir_lib.read_run_config(model_dir).model
-        if previous.band_mean:
-            return dataclasses.replace(
-                model_config, band_mean=previous.band_mean, band_std=previous.band_std
-            )
     start = time.perf_counter()
     mean, std = input_pipeline.band_statistics(train_data, split=split)
     logging.info(

@@ -143,11 +143,10 @@ def test_smoke_run_then_resume(root, tmp_path):
         train_lib.train_and_evaluate(*changed, model_dir)
 
 
-def test_entry_point_writes_flags_checkpoints_and_summaries(root, tmp_path):
+def test_entry_point_writes_flags_checkpoints_and_summaries_and_resumes(root, tmp_path):
     model_dir = str(tmp_path / "run")
-    done = run_module(
-        f"--datadir={root}", f"--model_dir={model_dir}", "--train_steps=2", *TINY_FLAGS
-    )
+    common = (f"--datadir={root}", f"--model_dir={model_dir}", "--standardize_bands", *TINY_FLAGS)
+    done = run_module(*common, "--train_steps=2")
     assert done.returncode == 0, done.stderr[-3000:]
     flags_text = open(os.path.join(model_dir, "flags.txt"), encoding="utf-8").read()
     assert f"--datadir={root}" in flags_text and "--train_steps=2" in flags_text
@@ -170,6 +169,13 @@ def test_entry_point_writes_flags_checkpoints_and_summaries(root, tmp_path):
     # The console keeps to progress and results: no TensorFlow INFO line per checkpoint.
     assert "Sharding callback" not in done.stderr and "functional_saver" not in done.stderr
     assert "validation at step 2" in done.stdout + done.stderr
+    # A resume keeps the band statistics measured when the run started.
+    resumed = run_module(*common, "--train_steps=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "validation at step 3" in resumed.stdout + resumed.stderr
+    after = json.load(open(os.path.join(model_dir, "config.json")))
+    assert len(after["model"]["band_mean"]) == 13
+    assert after["model"] == config["model"]
 
 
 def test_deterministic_runs_end_with_identical_weights(root, tmp_path):
