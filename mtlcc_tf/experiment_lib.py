@@ -159,7 +159,7 @@ def _parameter_count(model_dir: str) -> int | None:
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         return None
     from mtlcc_tf import model_dir as model_dir_lib
-    from mtlcc_tf import models
+    from mtlcc_tf import model_restore, models
 
     try:
         run_config = model_dir_lib.read_run_config(model_dir)
@@ -167,7 +167,7 @@ def _parameter_count(model_dir: str) -> int | None:
         logging.warning("no parameter count for %s: %s", model_dir, error)
         return None
     model = models.build_model(run_config.model)
-    model(model_dir_lib.dummy_inputs(run_config.model))
+    model(model_restore.dummy_inputs(run_config.model))
     return int(sum(math.prod(weight.shape) for weight in model.trainable_weights))
 
 
