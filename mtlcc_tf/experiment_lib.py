@@ -8,7 +8,9 @@ several partitions. Every run is its own process (`mtlcc_tf.train`, then `mtlcc_
 
 Layout of `out_dir`:
     models/<variant>/seed_<s>/      model directory (deep) or output folder (classical)
-        run.json                    command, seconds, parameters; written when the run is done
+        run.json                    command, seconds, parameters; written when the run is done;
+                                    an optional "note" (e.g. where a reused run came from) is
+                                    carried into the report
         evaluation/<partition>/     metrics.json, report.md, ... of each partition
     results.json, results.md, per_class_f1.png   the aggregate (`experiment_report`)
 """
@@ -271,6 +273,7 @@ def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict
             "seeds": [run["seed"] for run in runs],
             "train_seconds": mean_std([run["train_seconds"] for run in runs]),
             "parameters": runs[0]["parameters"],
+            "notes": [f"seed {run['seed']}: {run['note']}" for run in runs if run.get("note")],
             "partitions": {},
         }
         for partition in experiment.partitions:
