@@ -26,7 +26,7 @@ from absl import app, flags, logging
 
 from data_pipeline import files, input_pipeline, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import cloud_cells_lib, experiment_lib, model_dir, models
+from mtlcc_tf import cloud_cells_lib, experiment_lib, model_dir, model_restore, models
 
 _DATADIR = flags.DEFINE_string("datadir", None, "Dataset root.")
 _PARTITION = flags.DEFINE_string("partition", "eval", "Tiles to score.")
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
     results = {"trained": {}, "untrained": {}}
     for index, run in enumerate(runs):
         try:
-            model, _, _ = model_dir.restore_for_inference(run, "best")
+            model, _, _ = model_restore.restore_for_inference(run, "best")
             results["trained"][run] = cloud_auc(model, data_config)
             results["untrained"][run] = cloud_auc(untrained(run, 1000 + index), data_config)
         except (FileNotFoundError, ValueError) as error:

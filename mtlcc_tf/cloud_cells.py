@@ -32,6 +32,7 @@ from mtlcc_tf import (
     cloud_coverage_lib,
     hardware,
     model_dir,
+    model_restore,
     models,
     summaries,
 )
@@ -73,14 +74,14 @@ def _data_config() -> DataConfig:
 
 def _load(row: cloud_coverage_lib.Row, run: str, untrained: bool):
     if not untrained:
-        model, run_config, _ = model_dir.restore_for_inference(run, "best")
+        model, run_config, _ = model_restore.restore_for_inference(run, "best")
         return model, run_config
     run_config = model_dir.read_run_config(run)
     import keras
 
     keras.utils.set_random_seed(1000 * _SEED.value + row.runs.index(run))
     model = models.build_model(run_config.model)
-    model(model_dir.dummy_inputs(run_config.model))
+    model(model_restore.dummy_inputs(run_config.model))
     return model, run_config
 
 

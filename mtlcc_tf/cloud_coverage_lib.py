@@ -249,9 +249,9 @@ def score_run(
 
 
 def _model_predictor(model_dir: str) -> Callable[[DataConfig, Any], dict]:
-    from mtlcc_tf import model_dir as model_dir_lib
+    from mtlcc_tf import model_restore
 
-    model, run_config, _ = model_dir_lib.restore_for_inference(model_dir, "best")
+    model, run_config, _ = model_restore.restore_for_inference(model_dir, "best")
 
     def predict(config: DataConfig, on_tile) -> dict:
         return evaluate_lib.evaluate(

@@ -13,7 +13,7 @@ from absl import app, flags, logging
 
 from data_pipeline import dataset_root, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, model_dir, tile_predictions
+from mtlcc_tf import evaluate_lib, model_dir, model_restore, tile_predictions
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
 _DATADIR = flags.DEFINE_string(
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     directory = _MODEL_DIR.value
     try:
-        model, run_config, checkpoint = model_dir.restore_for_inference(
+        model, run_config, checkpoint = model_restore.restore_for_inference(
             directory, _CHECKPOINT.value
         )
         data_config = DataConfig(
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
             metadata={
                 "model_dir": directory,
                 "checkpoint": checkpoint,
-                "step": model_dir.checkpoint_step(checkpoint),
+                "step": model_restore.checkpoint_step(checkpoint),
             },
             log_every=_LOG_EVERY.value,
         )

@@ -8,7 +8,9 @@ several partitions. Every run is its own process (`mtlcc_tf.train`, then `mtlcc_
 
 Layout of `out_dir`:
     models/<variant>/seed_<s>/      model directory (deep) or output folder (classical)
-        run.json                    command, seconds, parameters; written when the run is done
+        run.json                    command, seconds, parameters; written when the run is done;
+                                    an optional "note" (e.g. where a reused run came from) is
+                                    carried into the report
         evaluation/<partition>/     metrics.json, report.md, ... of each partition
     results.json, results.md, per_class_f1.png   the aggregate (`experiment_report`)
 """
@@ -159,7 +161,7 @@ def _parameter_count(model_dir: str) -> int | None:
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         return None
     from mtlcc_tf import model_dir as model_dir_lib
-    from mtlcc_tf import models
+    from mtlcc_tf import model_restore, models
 
     try:
         run_config = model_dir_lib.read_run_config(model_dir)
@@ -167,7 +169,7 @@ def _parameter_count(model_dir: str) -> int | None:
         logging.warning("no parameter count for %s: %s", model_dir, error)
         return None
     model = models.build_model(run_config.model)
-    model(model_dir_lib.dummy_inputs(run_config.model))
+    model(model_restore.dummy_inputs(run_config.model))
     return int(sum(math.prod(weight.shape) for weight in model.trainable_weights))
 
 
@@ -271,6 +273,7 @@ def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict
             "seeds": [run["seed"] for run in runs],
             "train_seconds": mean_std([run["train_seconds"] for run in runs]),
             "parameters": runs[0]["parameters"],
+            "notes": [f"seed {run['seed']}: {run['note']}" for run in runs if run.get("note")],
             "partitions": {},
         }
         for partition in experiment.partitions:

@@ -61,6 +61,11 @@ def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
             cells = [cell(row["partitions"][last]["per_class_f1"][name], 2) for row in rows]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    notes = [(row["variant"], note) for row in results["rows"] for note in row.get("notes", [])]
+    if notes:
+        lines += ["## Notes on runs", ""]
+        lines += [f"- {variant}, {note}" for variant, note in notes]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mtlcc_tf import export_lib, hardware, model_dir
+from mtlcc_tf import export_lib, hardware, model_dir, model_restore
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel folder to create.")
@@ -35,10 +35,12 @@ def main(argv: list[str]) -> None:
     directory = _MODEL_DIR.value
     try:
         precision = hardware.resolve_serving_precision(_PRECISION.value)
-        model, run_config, checkpoint = model_dir.restore_for_inference(
+        model, run_config, checkpoint = model_restore.restore_for_inference(
             directory, _CHECKPOINT.value, precision
         )
-        logging.info("exporting %s (step %s)", checkpoint, model_dir.checkpoint_step(checkpoint))
+        logging.info(
+            "exporting %s (step %s)", checkpoint, model_restore.checkpoint_step(checkpoint)
+        )
         train_years = model_dir.read_runtime_record(directory).get("train_years", ())
         export_lib.export(
             model, run_config.classes, _EXPORT_DIR.value, _OVERWRITE.value, tuple(train_years)

@@ -213,7 +213,7 @@ def export(
         years (the `metadata` signature); () if unknown.
 
     The model serves in the precision (dtype policy) it was built with: build it under a
-    `mixed_bfloat16` policy for bf16 serving (`model_dir.restore_model(precision=...)`).
+    `mixed_bfloat16` policy for bf16 serving (`model_restore.restore_model(precision=...)`).
 
     Returns:
       `export_dir`.

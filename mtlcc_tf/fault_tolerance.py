@@ -12,7 +12,7 @@ import types
 import tensorflow as tf
 from absl import logging
 
-from mtlcc_tf import distribute
+from mtlcc_tf import distribute, model_restore
 from mtlcc_tf import model_dir as model_dir_lib
 
 
@@ -83,7 +83,7 @@ def complete_checkpoints(directory: str) -> dict[int, str]:
     found = {}
     for path in [*state.all_model_checkpoint_paths, state.model_checkpoint_path]:
         path = path if os.path.isabs(path) else os.path.join(directory, path)
-        step = model_dir_lib.checkpoint_step(path)
+        step = model_restore.checkpoint_step(path)
         if step is not None and tf.io.gfile.exists(f"{path}.index"):
             found[step] = path
     return dict(sorted(found.items()))

@@ -45,7 +45,7 @@ from absl import logging
 
 from data_pipeline import dataset_root, files, rasters, records, scenes, transforms
 from data_pipeline.rasters import RasterError
-from mtlcc_tf import export_lib, images, map_files, model_dir
+from mtlcc_tf import export_lib, images, map_files, model_dir, model_restore
 
 WEIGHT_FLOOR = 0.05
 
@@ -229,7 +229,7 @@ def load_predictor(path: str, which: str = "best", precision: str | None = None)
                     "(mtlcc_tf.export --precision=%s)", path, exported, precision, precision,
                 )  # fmt: skip
         return Predictor(saved_model_probabilities, table, path, train_years=years)
-    model, run_config, checkpoint = model_dir.restore_for_inference(path, which, precision)
+    model, run_config, checkpoint = model_restore.restore_for_inference(path, which, precision)
 
     @tf.function(input_signature=_raw_signature())
     def serve_model(x10, x20, x60, doy, year):

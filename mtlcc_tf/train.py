@@ -9,7 +9,6 @@ dataset root (before anything heavy is built), written to `<model_dir>/flags.txt
 from __future__ import annotations
 
 import dataclasses
-import logging as python_logging
 import os
 import sys
 
@@ -18,7 +17,7 @@ from absl import app, flags, logging
 
 from data_pipeline import dataset_root, files, input_pipeline
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import distribute, model_config, train_config, train_lib
+from mtlcc_tf import console, distribute, model_config, train_config, train_lib
 from mtlcc_tf import model_dir as model_dir_lib
 
 # Exit status after SIGTERM: a checkpoint was saved, the run is unfinished (128 + SIGTERM).
@@ -315,26 +314,6 @@ def write_flags(path: str) -> None:
     files.write_text(path, header + "\n".join(line for line in lines if line) + "\n")
 
 
-class _NoTensorFlowInfo(python_logging.Filter):
-    """Drops INFO (and DEBUG) records logged from TensorFlow's or Keras's own code."""
-
-    def filter(self, record: python_logging.LogRecord) -> bool:
-        if record.levelno > python_logging.INFO:
-            return True
-        path = record.pathname.replace(os.sep, "/")
-        return not any(f"/{package}/" in path for package in ("tensorflow", "keras"))
-
-
-def quiet_tensorflow_info() -> None:
-    """Keeps the console to progress and results: TensorFlow's INFO lines (for example one
-    'Sharding callback duration' per checkpoint, logged through absl) are dropped; its warnings
-    and errors stay."""
-    python_logging.getLogger("tensorflow").setLevel(python_logging.WARNING)
-    absl_logger = logging.get_absl_logger()
-    if not any(isinstance(item, _NoTensorFlowInfo) for item in absl_logger.filters):
-        absl_logger.addFilter(_NoTensorFlowInfo())
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
@@ -379,7 +358,7 @@ def main(argv: list[str]) -> None:
         except ValueError as error:
             sys.exit(f"train: {error}")
     # TensorFlow's INFO lines (one per checkpoint and per all-reduce) drown the progress.
-    quiet_tensorflow_info()
+    console.quiet_tensorflow_info()
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
 

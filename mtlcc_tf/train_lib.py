@@ -19,6 +19,7 @@ from mtlcc_tf import (
     fault_tolerance,
     hardware,
     metrics,
+    model_restore,
     models,
     optimization,
     profiling,
@@ -257,17 +258,17 @@ def _train_loop(
         eval_data, strategy, train_config.max_eval_batches, eval_split
     )
     panel_tiles = train_steps.panel_tiles(eval_data, train_config.num_image_tiles, eval_split)
-    checkpoint = model_dir_lib.model_checkpoint(
+    checkpoint = model_restore.model_checkpoint(
         model, optimizer=optimizer, step=step, iterator=iterator
     )
     last_manager, best_manager = fault_tolerance.checkpoint_managers(
         model_dir,
         strategy,
         checkpoint,
-        model_dir_lib.model_checkpoint(model, step=step),
+        model_restore.model_checkpoint(model, step=step),
         train_config.keep_checkpoints,
     )
-    without_input = model_dir_lib.model_checkpoint(model, optimizer=optimizer, step=step)
+    without_input = model_restore.model_checkpoint(model, optimizer=optimizer, step=step)
     resumed = fault_tolerance.resume(
         model_dir, strategy, last_manager, checkpoint, without_input, restore_input_position
     )

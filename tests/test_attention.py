@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcc_tf import model_config, models
+from mtlcc_tf import model_config, model_restore, models
 from tests.conftest import CLASSES
 from tests.encoder_checks import assert_export_serves_the_same, assert_overfits, batch
 
@@ -101,7 +101,6 @@ def test_attention_settings_are_checked():
 
 
 def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_path):
-    from mtlcc_tf import model_dir
     from tests.conftest import run_entry_point
 
     root, _ = tiny_trained_model
@@ -112,7 +111,7 @@ def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_pat
         "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    model, run_config = model_dir.restore_model(directory, "last")
+    model, run_config = model_restore.restore_model(directory, "last")
     assert run_config.model.convcell == "utae"
     assert run_config.model.attention_widths == (4, 4, 8)  # three levels, from config.json
     assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, images, model_dir, models, tile_predictions
+from mtlcc_tf import evaluate_lib, images, model_dir, model_restore, models, tile_predictions
 from mtlcc_tf.model_config import ModelConfig
 from tests.conftest import CLASSES, write_random_root
 
@@ -184,7 +184,7 @@ def make_model_dir(directory: str, root: str, step: int = 3) -> keras.Model:
     model_config = ModelConfig(num_classes=CLASSES.num_classes, convcell="gru", convrnn_filters=4)
     keras.utils.set_random_seed(1)
     model = models.build_model(model_config)
-    model(model_dir.dummy_inputs(model_config))
+    model(model_restore.dummy_inputs(model_config))
     model_dir.write_run_config(directory, model_config, DataConfig(root=root), CLASSES)
     checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64))
     manager = tf.train.CheckpointManager(
@@ -252,6 +252,6 @@ def test_restored_model_predicts_like_the_trained_one(tmp_path):
     root, directory = str(tmp_path / "root"), str(tmp_path / "model")
     write_random_root(root, num_tiles=2, pix10=6, nobs=3)
     model = make_model_dir(directory, root)
-    restored, _ = model_dir.restore_model(directory, "last")
+    restored, _ = model_restore.restore_model(directory, "last")
     expected = evaluate_lib.evaluate(model, eval_config(root))["overall_accuracy"]
     assert evaluate_lib.evaluate(restored, eval_config(root))["overall_accuracy"] == expected

@@ -82,10 +82,20 @@ def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
     # Run again: both runs are done, nothing is started.
     runner_again, calls_again = _fake_runner({0: 0.0, 1: 0.0})
     assert len(experiment_lib.execute(experiment, runner_again)) == 2 and not calls_again
+    # A note in a run.json (e.g. a run reused from another experiment) reaches the report.
+    record_path = os.path.join(
+        experiment_lib.run_dir(experiment, experiment.variants[0], 1), "run.json"
+    )
+    with open(record_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    with open(record_path, "w", encoding="utf-8") as handle:
+        json.dump({**record, "note": "copied from elsewhere"}, handle)
+    results = experiment_lib.aggregate(experiment, experiment_lib.execute(experiment, runner_again))
     paths = experiment_report.write_results(results, str(tmp_path / "results"), "cmd", "cpu")
     assert all(os.path.getsize(path) > 0 for path in paths)
     text = open(paths[1], encoding="utf-8").read()
     assert "0.600 ± 0.141" in text and "| maize |" in text
+    assert "- small, seed 1: copied from elsewhere" in text
 
 
 def test_a_failed_run_names_its_command_and_log(root, tmp_path):

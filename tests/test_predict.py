@@ -11,7 +11,7 @@ from osgeo import gdal
 from data_pipeline import dataset_root, ingest_lib, rasters, scenes
 from data_pipeline.data_config import DataConfig
 from data_pipeline.simulation import geotiff, simulator
-from mtlcc_tf import export_lib, images, model_dir, predict_lib, tile_predictions
+from mtlcc_tf import export_lib, images, model_restore, predict_lib, tile_predictions
 from tests.conftest import CLASSES
 from tests.test_evaluate import make_model_dir, run_module
 from tests.test_ingest import rewrite
@@ -78,7 +78,7 @@ def test_cut_like_ingest_equals_predict_tiles_on_the_ingested_root(setup, tmp_pa
         )
     )
     dataset_root.write_tileids(root, "eval", [str(index) for index in range(6)])
-    model, _ = model_dir.restore_model(directory, "last")
+    model, _ = model_restore.restore_model(directory, "last")
     data_config = DataConfig(root=root, partition="eval", training=False, augment=False)
     results = list(tile_predictions.predict_tiles(model, data_config, log_every=0))
     assert len(results) == 6

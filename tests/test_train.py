@@ -1,4 +1,4 @@
-"""Training: smoke run and resume, bad flags, non-finite loss, schedules, precision, profile."""
+"""Training: smoke run and resume, bad flags, non-finite loss, precision, profile."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ import tensorflow as tf
 
 from data_pipeline import dataset_root, input_pipeline, records
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, hardware, metrics, optimization, train_lib, train_steps
+from mtlcc_tf import (
+    evaluate_lib,
+    hardware,
+    metrics,
+    model_restore,
+    optimization,
+    train_lib,
+    train_steps,
+)
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.model_config import ModelConfig
 from mtlcc_tf.train_config import RuntimeConfig, TrainConfig
@@ -130,10 +138,10 @@ def test_smoke_run_then_resume(root, tmp_path):
     resumed = train_lib.train_and_evaluate(*tiny_configs(root, train_steps=3), model_dir)
     assert (resumed.initial_step, resumed.step) == (2, 3)
     assert saved_step(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))) == 3
-    model, _ = model_dir_lib.restore_model(model_dir, "last")
+    model, _ = model_restore.restore_model(model_dir, "last")
     assert model.output.shape[-1] == CLASSES.num_classes
     # Every weight comes from the checkpoint (two fresh models start from different weights).
-    again, _ = model_dir_lib.restore_model(model_dir, "last")
+    again, _ = model_restore.restore_model(model_dir, "last")
     for weight, other in zip(model.weights, again.weights, strict=True):
         np.testing.assert_array_equal(weight.numpy(), other.numpy(), err_msg=weight.path)
 
@@ -185,7 +193,7 @@ def test_deterministic_runs_end_with_identical_weights(root, tmp_path):
     for run in ("a", "b"):
         model_dir = str(tmp_path / run)
         train_lib.train_and_evaluate(model, train_data, eval_data, train, runtime, model_dir)
-        restored, _ = model_dir_lib.restore_model(model_dir, "last")
+        restored, _ = model_restore.restore_model(model_dir, "last")
         weights.append(restored.get_weights())
     assert len(weights[0]) == len(weights[1])
     for first, second in zip(*weights, strict=True):
@@ -196,7 +204,7 @@ def test_validation_during_training_equals_evaluate_on_the_last_checkpoint(root,
     model, train_data, eval_data, train, runtime = tiny_configs(root, train_steps=3)
     model_dir = str(tmp_path / "run")
     result = train_lib.train_and_evaluate(model, train_data, eval_data, train, runtime, model_dir)
-    restored, _ = model_dir_lib.restore_model(model_dir, "last")
+    restored, _ = model_restore.restore_model(model_dir, "last")
     summary = evaluate_lib.evaluate(restored, eval_data)
     for key in ("num_pixels", "overall_accuracy", "kappa", "macro_f1"):
         assert summary[key] == pytest.approx(result.validation[key], abs=1e-9), key
@@ -251,17 +259,6 @@ def test_missing_dataset_root_fails_fast(tmp_path):
     assert done.returncode != 0 and "dataset root does not exist" in done.stderr
 
 
-def test_learning_rate_schedules():
-    config = TrainConfig(learning_rate=1.0, schedule="cosine", warmup_steps=10)
-    schedule = optimization.create_learning_rate(config, total_steps=110, steps_per_epoch=10)
-    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
-    np.testing.assert_allclose(values, [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
-    assert optimization.create_learning_rate(TrainConfig(), 10, 5) == TrainConfig().learning_rate
-    exponential = TrainConfig(learning_rate=1.0, schedule="exponential", decay_rate=0.5)
-    schedule = optimization.create_learning_rate(exponential, total_steps=100, steps_per_epoch=10)
-    assert float(schedule(20)) == pytest.approx(0.25)
-
-
 def test_mixed_float16_trains_with_loss_scaling(root, tmp_path):
     configs = tiny_configs(root, train_steps=1, steps_per_epoch=1, num_image_tiles=0)
     runtime = RuntimeConfig(strategy="default", precision="mixed_float16")
@@ -314,7 +311,7 @@ def test_band_statistics_are_measured_on_the_training_tiles_and_kept_on_resume(
     np.testing.assert_allclose(model.band_mean[:4], x10.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(model.band_std[:4], x10.std(axis=0), atol=1e-5)
     assert len(model.band_mean) == 13 and min(model.band_std) > 0
-    restored = model_dir_lib.restore_for_inference(model_dir)[0]
+    restored = model_restore.restore_for_inference(model_dir)[0]
     assert restored.get_layer("band_standardization").mean == model.band_mean
     assert_export_serves_the_same(restored, str(tmp_path / "export"))
 
@@ -347,32 +344,6 @@ def test_a_training_start_reads_the_dataset_root_once(root, tmp_path, monkeypatc
     splits = tuple(input_pipeline.list_split_files(data, info) for data in configs[1:3])
     train_lib.train_and_evaluate(*configs, str(tmp_path / "b"), splits=splits)
     assert reads == [root, root]
-
-
-def test_model_dir_paths_and_errors(tmp_path):
-    model_dir = str(tmp_path / "run")
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        model_dir_lib.read_run_config(model_dir)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        model_dir_lib.checkpoint_path(model_dir)
-    model_config = ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=4)
-    model_dir_lib.write_run_config(
-        model_dir, model_config, DataConfig(root="r", years=("2016",)), CLASSES
-    )
-    run_config = model_dir_lib.read_run_config(model_dir)
-    assert run_config.model == model_config and run_config.data.years == ("2016",)
-    variable = tf.Variable(1.0)
-    last = tf.train.Checkpoint(step=variable).save(os.path.join(model_dir, "checkpoints", "ckpt"))
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(step=variable), os.path.join(model_dir, "checkpoints"), 3
-    )
-    manager.save(checkpoint_number=5)
-    assert model_dir_lib.checkpoint_path(model_dir, "best").endswith("checkpoints/ckpt-5")
-    assert model_dir_lib.checkpoint_path(model_dir, last) == last
-    with open(os.path.join(model_dir, "config.json"), "w") as handle:
-        handle.write("{not json")
-    with pytest.raises(ValueError, match="config.json: malformed"):
-        model_dir_lib.read_run_config(model_dir)
 
 
 def test_tile_panel_picks_the_clearest_and_the_cloudiest_date():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcc_tf import model_config, models
+from mtlcc_tf import model_config, model_restore, models
 from mtlcc_tf.layers.dates import DOY_CHANNEL
 from mtlcc_tf.layers.transformer import TemporoSpatialTransformer
 from tests.conftest import CLASSES
@@ -108,7 +108,6 @@ def test_config_round_trip_and_checks():
 
 
 def test_trains_through_the_entry_point(tiny_trained_model, tmp_path):
-    from mtlcc_tf import model_dir
     from tests.conftest import run_entry_point
 
     root, _ = tiny_trained_model
@@ -119,7 +118,7 @@ def test_trains_through_the_entry_point(tiny_trained_model, tmp_path):
         "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    model, run_config = model_dir.restore_model(directory, "last")
+    model, run_config = model_restore.restore_model(directory, "last")
     assert run_config.model.convcell == "tsvit" and run_config.model.patch_size == 2
     assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
 
