@@ -102,6 +102,18 @@ def test_bfloat16_parts_are_summed_in_float32():
     np.testing.assert_array_equal(d_recurrent, d_projected)
 
 
+@needs_kernels
+def test_forward_without_gradient_computes_the_same():
+    """In a graph that only runs forward, the kernel skips writing the activations (nothing
+    consumes them) and computes the output gate again: the same states as eagerly."""
+    gates, cell, *vectors = step_arguments(2, 6, 5, 8)
+    forward_only = tf.function(lambda: ops.ln_lstm_cell(gates, 0.5 * gates, cell, *vectors, 1e-5))
+    for actual, wanted in zip(
+        forward_only(), ops.ln_lstm_cell(gates, 0.5 * gates, cell, *vectors, 1e-5), strict=True
+    ):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-6, atol=1e-6)
+
+
 def graph_ops_gru_gates(gates, hidden, scale, offset, epsilon):
     reset, update = tf.split(tf.sigmoid(layer_norm(gates, 2, scale, offset, epsilon)), 2, -1)
     return update, reset * hidden

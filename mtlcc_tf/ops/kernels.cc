@@ -353,6 +353,8 @@ class LnLstmForwardOp : public EpsilonOpKernel {
     const float* gate_offset = context->input(4).flat<float>().data();
     const float* cell_scale = context->input(5).flat<float>().data();
     const float* cell_offset = context->input(6).flat<float>().data();
+    // False where no op consumes them (an inference graph); always true when executing eagerly.
+    const bool keep_activations = context->output_required(2);
 
     ForEachSample(context, dims, g, [&](int64_t b) {
       std::vector<float> gate_sum;
@@ -367,10 +369,12 @@ class LnLstmForwardOp : public EpsilonOpKernel {
       Statistics(z, p, kLstmGates, f, epsilon_, stat);
       Array factor, shift;
       Factors(stat, kLstmGates, f, gate_scale, gate_offset, &factor, &shift);
-      // Pass 2: normalised gates, activations, raw new cell and its statistics.
-      Array cell_sums = Array::Zero(f), cell_squares = Array::Zero(f);
+      // Pass 2: normalised gates, activations, raw new cell and its statistics. Without a
+      // backward pass (inference) nothing reads the activations: they go to a scratch row, and
+      // pass 3 computes the output gate again from the gates.
+      Array cell_sums = Array::Zero(f), cell_squares = Array::Zero(f), scratch(g);
       for (int64_t i = 0; i < p; ++i) {
-        Map a(act + i * g, g);
+        Map a(keep_activations ? act + i * g : scratch.data(), g);
         a = ConstMap(z + i * g, g) * factor + shift;
         a.head(2 * f) = a.head(2 * f).logistic();
         a.segment(2 * f, f) = a.segment(2 * f, f).tanh();
@@ -380,6 +384,7 @@ class LnLstmForwardOp : public EpsilonOpKernel {
         cell_sums += c_raw;
         cell_squares += c_raw.square();
       }
+      const Array output_factor = factor.tail(f), output_shift = shift.tail(f);
       float* cell_stat = stat + 2 * kLstmGates;
       GroupStatistics(cell_sums.data(), cell_squares.data(), f, double(p * f), epsilon_,
                       cell_stat);
@@ -388,7 +393,12 @@ class LnLstmForwardOp : public EpsilonOpKernel {
       for (int64_t i = 0; i < p; ++i) {
         Map ci(c + i * f, f);
         ci = ci * factor + shift;
-        Map(h + i * f, f) = ConstMap(act + i * g + 3 * f, f) * ci.tanh();
+        if (keep_activations) {
+          Map(h + i * f, f) = ConstMap(act + i * g + 3 * f, f) * ci.tanh();
+        } else {
+          const auto o = (ConstMap(z + i * g + 3 * f, f) * output_factor + output_shift).logistic();
+          Map(h + i * f, f) = o * ci.tanh();
+        }
       }
     });
   }
