@@ -65,6 +65,12 @@ _WINDOWS = flags.DEFINE_string(
 )
 REFERENCE_WINDOW = (48, 16)
 _BATCH_SIZE = flags.DEFINE_integer("batchsize", 4, "Windows per model call.")
+_FUSED_KERNELS = flags.DEFINE_bool(
+    "fused_kernels",
+    False,
+    "Export the random model with mtlcc_tf's fused CPU kernels (mtlcc_tf.export "
+    "--fused_kernels); off: TensorFlow's own ops, as a portable export.",
+)
 
 
 def reset_peak_rss() -> bool:
@@ -96,7 +102,9 @@ def random_model(classes, folder: str) -> predict_lib.Predictor:
         )
     )
     keras.mixed_precision.set_global_policy(previous)
-    saved_model = export_lib.export(model, classes, os.path.join(folder, "saved_model"))
+    saved_model = export_lib.export(
+        model, classes, os.path.join(folder, "saved_model"), fused_kernels=_FUSED_KERNELS.value
+    )
     return predict_lib.load_predictor(saved_model)
 
 
@@ -238,6 +246,7 @@ def main(argv):
         "repeat_tile": _REPEAT_TILE.value,
         "model": _MODEL.value or f"random {_CELL.value} {_FILTERS.value} filters",
         "precision": _PRECISION.value,
+        "fused_kernels": _FUSED_KERNELS.value if not _MODEL.value else None,
         "batch_size": _BATCH_SIZE.value,
         "peak_rss_before_predict_mib": round(loaded_mib, 1),
         "simulate_seconds": round(simulate_seconds, 1),

@@ -27,6 +27,13 @@ _PRECISION = flags.DEFINE_enum(
     "bf16 tensor cores (and emulated, very slow, elsewhere); auto: what this machine runs "
     "fastest.",
 )
+_FUSED_KERNELS = flags.DEFINE_bool(
+    "fused_kernels",
+    False,
+    "Keep mtlcc_tf's fused CPU kernels in the SavedModel: about 2.5x faster on CPU in bf16, 1.3x "
+    "in float32, but it loads only where mtlcc_tf loads them first (mtlcc_tf.predict does; a bare "
+    "TensorFlow server does not). Off: TensorFlow's own ops, loads anywhere.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -43,9 +50,14 @@ def main(argv: list[str]) -> None:
         )
         train_years = model_dir.read_runtime_record(directory).get("train_years", ())
         export_lib.export(
-            model, run_config.classes, _EXPORT_DIR.value, _OVERWRITE.value, tuple(train_years)
+            model,
+            run_config.classes,
+            _EXPORT_DIR.value,
+            _OVERWRITE.value,
+            tuple(train_years),
+            fused_kernels=_FUSED_KERNELS.value,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
         sys.exit(f"export: {error}")
 
 

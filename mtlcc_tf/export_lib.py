@@ -24,15 +24,23 @@ It returns
 The `classes` signature (no inputs) returns `ids` int32 [K] and `names` string [K]; the same table
 is in `assets/classes.txt` (`id|name` lines, as in a dataset root). The `metadata` signature
 returns `precision` (string: the Keras dtype policy the model computes in, `float32` or
-`mixed_bfloat16`, chosen at export) and `train_years` int32 [n]. `saved_model_cli show --all`
+`mixed_bfloat16`, chosen at export), `kernels` (string: `portable`, TensorFlow's own ops only, or
+`fused`, see below) and `train_years` int32 [n]. `saved_model_cli show --all`
 lists it; `saved_model_cli run` cannot call a signature without inputs, so print it with
 
   python -c "import tensorflow as tf; print(tf.saved_model.load('SAVED_MODEL')
       .signatures['metadata']())"
+
+By default the graph holds TensorFlow's own ops only: any TensorFlow 2 server loads it. Exported
+with `fused_kernels=True` (`mtlcc_tf.export --fused_kernels`), it keeps mtlcc_tf's fused CPU
+kernels (`mtlcc_tf.ops`), which ran the model 2.5 times faster in bf16 on a CPU with AMX (1.3
+times in float32; benchmarks/README.md); such a SavedModel loads only where those kernels are
+loaded first (`load` below, which `mtlcc_tf.predict` uses), on x86-64 Linux CPUs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -48,6 +56,7 @@ SERVING_KEY = "serving_default"
 CLASSES_KEY = "classes"
 METADATA_KEY = "metadata"
 BANDS = {"x10": 4, "x20": 6, "x60": 3}
+PORTABLE_KERNELS, FUSED_KERNELS = "portable", "fused"
 
 
 def _check_shapes(x10, x20, x60, doy, year) -> list[tf.Operation]:
@@ -120,10 +129,12 @@ class ServingModule(tf.Module):
         class_table: dataset_root.ClassTable,
         classes_file: str,
         train_years: tuple[int, ...] = (),
+        kernels: str = PORTABLE_KERNELS,
     ):
         super().__init__(name="mtlcc_serving")
         self.model = model
         self.precision = tf.constant(model.dtype_policy.name, tf.string, name="precision")
+        self.kernels = tf.constant(kernels, tf.string, name="kernels")
         self.train_years = tf.constant(list(train_years), tf.int32, shape=[len(train_years)])
         self.class_ids = tf.constant(class_table.known_ids, tf.int32, name="class_ids")
         self.class_names = tf.constant(class_table.known_names, tf.string, name="class_names")
@@ -172,10 +183,11 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[])
     def metadata(self):
-        """The compute precision the model serves in (a Keras policy name) and the years it was
-        trained on."""
+        """The compute precision the model serves in (a Keras policy name), its kernels
+        (portable or fused) and the years it was trained on."""
         return {
             "precision": tf.identity(self.precision),
+            "kernels": tf.identity(self.kernels),
             "train_years": tf.identity(self.train_years),
         }
 
@@ -198,6 +210,7 @@ def export(
     export_dir: str,
     overwrite: bool = False,
     train_years: tuple[int, ...] = (),
+    fused_kernels: bool = False,
 ) -> str:
     """Writes `model` as a SavedModel with the `serving_default` and `classes` signatures.
 
@@ -211,6 +224,8 @@ def export(
       overwrite: replace an existing non-empty `export_dir`.
       train_years: the years the model was trained on, for predict's warning on scenes of other
         years (the `metadata` signature); () if unknown.
+      fused_kernels: keep mtlcc_tf's fused CPU kernels in the graph (faster on CPU; loads only
+        where they are loaded first, see `load`); False: TensorFlow's own ops only.
 
     The model serves in the precision (dtype policy) it was built with: build it under a
     `mixed_bfloat16` policy for bf16 serving (`model_restore.restore_model(precision=...)`).
@@ -220,7 +235,13 @@ def export(
 
     Raises:
       FileExistsError: `export_dir` exists, is not empty and `overwrite` is False.
+      RuntimeError: `fused_kernels` where the kernels cannot be built or loaded here.
     """
+    if fused_kernels and not ops.available():
+        raise RuntimeError(
+            "fused kernels requested, but mtlcc_tf's kernels are not available on this machine "
+            "(see the log); export without them"
+        )
     export_dir = os.path.abspath(export_dir)
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} exists and is not empty; pass overwrite to replace it")
@@ -237,10 +258,11 @@ def export(
                 f"{label_id}|{name}\n"
                 for label_id, name in zip(class_table.ids, class_table.names, strict=True)
             )
-        module = ServingModule(model, class_table, classes_file, train_years)
+        kernels = FUSED_KERNELS if fused_kernels else PORTABLE_KERNELS
+        module = ServingModule(model, class_table, classes_file, train_years, kernels)
         saved = os.path.join(temporary, "saved_model")
-        # Graph ops only: a server without mtlcc_tf's kernel library can load the model.
-        with ops.disabled():
+        # Portable: graph ops only, so that a server without mtlcc_tf's kernels loads the model.
+        with contextlib.nullcontext() if fused_kernels else ops.disabled():
             tf.saved_model.save(
                 module,
                 saved,
@@ -255,6 +277,27 @@ def export(
         shutil.rmtree(temporary, ignore_errors=True)
     logging.info("exported SavedModel to %s", export_dir)
     return export_dir
+
+
+def load(export_dir: str):
+    """Loads a SavedModel written by `export`, with mtlcc_tf's kernels loaded first where they
+    are available (a SavedModel exported with `fused_kernels` needs them).
+
+    Raises:
+      ValueError: the SavedModel needs the fused kernels and they are not available here.
+    """
+    if ops.available():
+        ops.loaded()  # registers the kernels' ops with TensorFlow
+    try:
+        return tf.saved_model.load(export_dir)
+    except (tf.errors.NotFoundError, ValueError) as error:
+        if "Mtlcc" not in str(error):
+            raise
+        raise ValueError(
+            f"{export_dir}: exported with fused kernels (mtlcc_tf.export --fused_kernels), which "
+            "are not available on this machine (they need x86-64 Linux and a C++ compiler; see "
+            "the log); export it again without --fused_kernels"
+        ) from error
 
 
 def _replace(source: str, destination: str) -> None:

@@ -206,7 +206,7 @@ def load_predictor(path: str, which: str = "best", precision: str | None = None)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such SavedModel or model directory")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        loaded = tf.saved_model.load(path)
+        loaded = export_lib.load(path)
         if export_lib.SERVING_KEY not in loaded.signatures:
             raise ValueError(f"{path}: SavedModel has no {export_lib.SERVING_KEY!r} signature")
         serve = loaded.signatures[export_lib.SERVING_KEY]

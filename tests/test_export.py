@@ -243,3 +243,36 @@ def test_bfloat16_export_serves_in_bfloat16_and_says_so(tiny_trained_model, tmp_
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "signature_def['metadata']" in shown.stdout and "['precision']" in shown.stdout
+
+
+def test_fused_kernels_export_serves_the_same_and_says_so(exported, tmp_path, monkeypatch):
+    """fused_kernels=True keeps mtlcc_tf's ops in the graph (a portable export has none), serves
+    the same probabilities through `export_lib.load`, and says so in its metadata; where the
+    kernels are missing, export refuses and load names the file and the remedy."""
+    from mtlcc_tf import ops
+
+    if not ops.available():
+        pytest.skip("mtlcc_tf's fused kernels cannot be built here")
+    portable_dir, tile_list, expected, model = exported
+    fused_dir = export_lib.export(model, CLASSES, str(tmp_path / "fused"), fused_kernels=True)
+    for directory, kernels in ((portable_dir, "portable"), (fused_dir, "fused")):
+        with open(os.path.join(directory, "saved_model.pb"), "rb") as graph:
+            assert (b"MtlccLnLstmForward" in graph.read()) == (kernels == "fused")
+        loaded = export_lib.load(directory)
+        assert loaded.signatures["metadata"]()["kernels"].numpy().decode() == kernels
+        outputs = loaded.signatures["serving_default"](
+            **{key: tf.constant(value) for key, value in raw_inputs(tile_list).items()}
+        )
+        np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+
+    monkeypatch.setattr(ops, "available", lambda: False)
+    with pytest.raises(RuntimeError, match="not available"):
+        export_lib.export(model, CLASSES, str(tmp_path / "refused"), fused_kernels=True)
+    assert not os.path.exists(tmp_path / "refused")
+
+    def unregistered(path):
+        raise tf.errors.NotFoundError(None, None, "Op type not registered 'MtlccLnLstmForward'")
+
+    monkeypatch.setattr(tf.saved_model, "load", unregistered)
+    with pytest.raises(ValueError, match=r"fused.*export it again without --fused_kernels"):
+        export_lib.load(fused_dir)

@@ -46,6 +46,12 @@ def step_arguments(batch, height, width, filters, seed=0):
     ]
 
 
+def fused_step(gates, *rest):
+    """`ops.ln_lstm_cell` on gates split into its two summed parts, so that the gradient to
+    `gates` is the sum of the two parts' (each scaled) gradients."""
+    return ops.ln_lstm_cell(0.25 * gates, 0.75 * gates, *rest)
+
+
 def values_and_gradients(step_fn, arguments, seed=1):
     """Both outputs and the gradients of a random linear function of them to every input."""
     rng = np.random.default_rng(seed)
@@ -62,7 +68,7 @@ def values_and_gradients(step_fn, arguments, seed=1):
 def test_fused_step_matches_graph_ops(shape):
     assert ops.available(), "the kernel must build here (g++ and TensorFlow's headers)"
     arguments = step_arguments(*shape)
-    fused = values_and_gradients(ops.ln_lstm_cell, arguments)
+    fused = values_and_gradients(fused_step, arguments)
     expected = values_and_gradients(graph_ops_step, arguments)
     names = ["hidden", "cell", "d_gates", "d_cell", "d_gate_scale", "d_gate_offset",
              "d_cell_scale", "d_cell_offset"]  # fmt: skip
@@ -70,6 +76,42 @@ def test_fused_step_matches_graph_ops(shape):
         assert actual.shape == wanted.shape, name
         scale = max(1.0, float(tf.reduce_max(tf.abs(wanted))))
         np.testing.assert_allclose(actual, wanted, atol=2e-5 * scale, err_msg=name)
+
+
+@needs_kernels
+def test_bfloat16_parts_are_summed_in_float32():
+    """bf16 projected and recurrent gates: the float32 kernel's result on their exact float32
+    sum, and the gradient of both parts is the float32 gradient rounded to bf16."""
+    gates, cell, *vectors = step_arguments(2, 5, 6, 8)
+    projected, recurrent = (tf.cast(gates * w, tf.bfloat16) for w in (0.4, 0.6))
+    exact = tf.cast(projected, tf.float32) + tf.cast(recurrent, tf.float32)
+    rng = np.random.default_rng(2)
+    weights = [tf.constant(rng.normal(size=cell.shape).astype(np.float32)) for _ in "hc"]
+    results = []
+    for parts in ((projected, recurrent), (exact, tf.zeros_like(exact))):
+        with tf.GradientTape() as tape:
+            tape.watch(parts)
+            hidden, new_cell = ops.ln_lstm_cell(*parts, cell, *vectors, EPSILON)
+            loss = tf.reduce_sum(hidden * weights[0]) + tf.reduce_sum(new_cell * weights[1])
+        results.append([hidden, new_cell, *tape.gradient(loss, parts)])
+    (hidden, new_cell, d_projected, d_recurrent), (want_hidden, want_cell, d_exact, _) = results
+    assert d_projected.dtype == d_recurrent.dtype == tf.bfloat16
+    np.testing.assert_allclose(hidden, want_hidden, atol=1e-6)
+    np.testing.assert_allclose(new_cell, want_cell, atol=1e-6)
+    np.testing.assert_array_equal(d_projected, tf.cast(d_exact, tf.bfloat16))
+    np.testing.assert_array_equal(d_recurrent, d_projected)
+
+
+@needs_kernels
+def test_forward_without_gradient_computes_the_same():
+    """In a graph that only runs forward, the kernel skips writing the activations (nothing
+    consumes them) and computes the output gate again: the same states as eagerly."""
+    gates, cell, *vectors = step_arguments(2, 6, 5, 8)
+    forward_only = tf.function(lambda: ops.ln_lstm_cell(gates, 0.5 * gates, cell, *vectors, 1e-5))
+    for actual, wanted in zip(
+        forward_only(), ops.ln_lstm_cell(gates, 0.5 * gates, cell, *vectors, 1e-5), strict=True
+    ):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-6, atol=1e-6)
 
 
 def graph_ops_gru_gates(gates, hidden, scale, offset, epsilon):
@@ -113,7 +155,7 @@ def test_constant_gates_do_not_blow_up():
     # Zero variance: the epsilon keeps the normalisation finite, as in the graph ops.
     gates, cell, *vectors = step_arguments(2, 4, 4, 3)
     arguments = [tf.ones_like(gates), tf.zeros_like(cell), *vectors]
-    fused = values_and_gradients(ops.ln_lstm_cell, arguments)
+    fused = values_and_gradients(fused_step, arguments)
     expected = values_and_gradients(graph_ops_step, arguments)
     for actual, wanted in zip(fused, expected, strict=True):
         assert np.isfinite(actual).all()
@@ -191,11 +233,13 @@ def test_kernel_is_not_used_under_xla():
 def test_kernel_rejects_mismatched_shapes():
     gates, cell, *vectors = step_arguments(2, 4, 4, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"states must be \[2,4,4,3\]"):
-        ops.ln_lstm_cell(gates, cell[:, :2], *vectors, EPSILON)
+        fused_step(gates, cell[:, :2], *vectors, EPSILON)
     with pytest.raises(tf.errors.InvalidArgumentError, match="gate scale and offset must be"):
-        ops.ln_lstm_cell(gates, cell, vectors[0][:5], *vectors[1:], EPSILON)
+        fused_step(gates, cell, vectors[0][:5], *vectors[1:], EPSILON)
     with pytest.raises(tf.errors.InvalidArgumentError, match="4 \\* filters"):
-        ops.ln_lstm_cell(gates[..., :11], cell, *vectors, EPSILON)
+        fused_step(gates[..., :11], cell, *vectors, EPSILON)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must have one shape"):
+        ops.ln_lstm_cell(gates, gates[:1], cell, *vectors, EPSILON)
 
 
 @needs_kernels
@@ -289,7 +333,7 @@ def test_a_damaged_cached_library_is_rebuilt(tmp_path):
 @needs_kernels
 @pytest.mark.parametrize(
     "op_name, num_inputs",
-    [("mtlcc_ln_lstm_forward", 6), ("mtlcc_ln_gru_gates_forward", 4),
+    [("mtlcc_ln_lstm_forward", 7), ("mtlcc_ln_gru_gates_forward", 4),
      ("mtlcc_ln_gru_output_forward", 5)],
 )  # fmt: skip
 def test_wrong_ranks_are_errors_while_tracing(op_name, num_inputs):

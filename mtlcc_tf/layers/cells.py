@@ -204,11 +204,14 @@ class ConvLSTMCell(ConvRecurrentCell):
         hidden, cell = states
         filters = self.filters
         # [batch, height, width, 4 * filters]
-        gates = tf.cast(projected + self._conv(hidden, self.recurrent_kernel), tf.float32)
+        recurrent = self._conv(hidden, self.recurrent_kernel)
         fusable = self.normalization and self.spatial_normalization and not self.peepholes
+        fusable = fusable and recurrent.dtype in (tf.float32, tf.bfloat16)
         if fusable and ops.use_fused():
+            # The kernel adds the two in float32 (graph ops add them in the compute dtype).
             hidden, cell = ops.ln_lstm_cell(
-                gates,
+                projected,
+                recurrent,
                 cell,
                 self.gate_scale,
                 self.gate_offset,
@@ -217,6 +220,7 @@ class ConvLSTMCell(ConvRecurrentCell):
                 self.epsilon,
             )
             return hidden, (hidden, cell)
+        gates = tf.cast(projected + recurrent, tf.float32)
         if not self.normalization:
             gates = gates + self.bias
         elif not self.peepholes:

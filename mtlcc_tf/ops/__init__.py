@@ -37,22 +37,27 @@ __all__ = [
 
 
 def ln_lstm_cell(
-    gates: tf.Tensor,
+    projected: tf.Tensor,
+    recurrent: tf.Tensor,
     cell: tf.Tensor,
     gate_scale: tf.Tensor,
     gate_offset: tf.Tensor,
     cell_scale: tf.Tensor,
     cell_offset: tf.Tensor,
     epsilon: float,
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
     """One layer-normalised ConvLSTM step after its convolutions, fused (CPU only).
 
     Computes what `ConvLSTMCell.step` computes with normalisation and without peepholes from
-    the gate pre-activations: i, f, g, o = LN(gates) per gate; c = LN(f * cell + i * g);
-    h = o * tanh(c). Differentiable (first order) in every input.
+    the gate pre-activations gates = projected + recurrent (the input's and the hidden state's
+    convolutions, summed in float32 inside the kernel: under mixed_bfloat16 that saves the add
+    and the cast to float32 as separate passes): i, f, g, o = LN(gates) per gate;
+    c = LN(f * cell + i * g); h = o * tanh(c). Differentiable (first order) in every input.
 
     Args:
-        gates: [batch, height, width, 4 * filters] float32, input, forget, candidate, output.
+        projected: [batch, height, width, 4 * filters] float32 or bfloat16, input, forget,
+            candidate, output.
+        recurrent: Shaped and typed like `projected`.
         cell: [batch, height, width, filters] float32, the previous cell state.
         gate_scale: [4 * filters] per-channel scale of the normalised gates.
         gate_offset: [4 * filters] per-channel offset of the normalised gates.
@@ -66,18 +71,26 @@ def ln_lstm_cell(
     module = loaded()
 
     @tf.custom_gradient
-    def fused(gates, cell_prev, gate_scale, gate_offset, cell_scale, cell_offset):
+    def fused(projected, recurrent, cell_prev, gate_scale, gate_offset, cell_scale, cell_offset):
         hidden, cell, activations, stats = module.mtlcc_ln_lstm_forward(
-            gates, cell_prev, gate_scale, gate_offset, cell_scale, cell_offset, epsilon=epsilon
+            projected,
+            recurrent,
+            cell_prev,
+            gate_scale,
+            gate_offset,
+            cell_scale,
+            cell_offset,
+            epsilon=epsilon,
         )
 
         def gradient(grad_hidden, grad_cell):
             grad_hidden = tf.zeros_like(hidden) if grad_hidden is None else grad_hidden
             grad_cell = tf.zeros_like(cell) if grad_cell is None else grad_cell
-            return module.mtlcc_ln_lstm_backward(
+            grad_gates, *rest = module.mtlcc_ln_lstm_backward(
                 grad_hidden,
                 grad_cell,
-                gates,
+                projected,
+                recurrent,
                 cell_prev,
                 gate_scale,
                 cell_scale,
@@ -85,10 +98,14 @@ def ln_lstm_cell(
                 cell,
                 stats,
             )
+            # gates = projected + recurrent: both get the gates' gradient.
+            return (grad_gates, grad_gates, *rest)
 
         return (hidden, cell), gradient
 
-    return fused(gates, cell, *_tensors(gate_scale, gate_offset, cell_scale, cell_offset))
+    return fused(
+        projected, recurrent, cell, *_tensors(gate_scale, gate_offset, cell_scale, cell_offset)
+    )
 
 
 def _tensors(*values) -> list[tf.Tensor]:

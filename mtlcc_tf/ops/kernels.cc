@@ -19,6 +19,7 @@
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #include "Eigen/Core"
@@ -261,6 +262,41 @@ const float* At(const Tensor& t, int64_t b, int64_t size) {
 }
 float* At(Tensor* t, int64_t b, int64_t size) { return t->flat<float>().data() + b * size; }
 
+// The gate pre-activations of sample `b`, projected + recurrent (each [b, h, w, g] of type T,
+// `size` = h * w * g values per sample), summed in float into `buffer`: the sum the graph ops
+// would take in T and then cast, without those two passes over memory.
+template <typename T>
+const float* GateSum(const Tensor& projected, const Tensor& recurrent, int64_t b, int64_t size,
+                     std::vector<float>* buffer) {
+  using TArray = Eigen::Array<T, Eigen::Dynamic, 1>;
+  Eigen::Map<const TArray> x(projected.flat<T>().data() + b * size, size);
+  Eigen::Map<const TArray> y(recurrent.flat<T>().data() + b * size, size);
+  buffer->resize(size);
+  Map(buffer->data(), size) = x.template cast<float>() + y.template cast<float>();
+  return buffer->data();
+}
+
+// Where sample `b`'s float gate gradient goes: straight into a float output, or into `buffer`
+// for `StoreGrad` to round into a bfloat16 one.
+template <typename T>
+float* GradTarget(Tensor* grad, int64_t b, int64_t size, std::vector<float>* buffer) {
+  if constexpr (std::is_same_v<T, float>) {
+    return At(grad, b, size);
+  } else {
+    buffer->resize(size);
+    return buffer->data();
+  }
+}
+
+template <typename T>
+void StoreGrad(const float* source, Tensor* grad, int64_t b, int64_t size) {
+  if constexpr (!std::is_same_v<T, float>) {
+    using TArray = Eigen::Array<T, Eigen::Dynamic, 1>;
+    Eigen::Map<TArray>(grad->flat<T>().data() + b * size, size) =
+        ConstMap(source, size).template cast<T>();
+  }
+}
+
 // Allocates the outputs, in order, with the given shapes.
 absl::Status Allocate(OpKernelContext* context, std::initializer_list<TensorShape> shapes,
                       std::initializer_list<Tensor**> outputs) {
@@ -286,32 +322,43 @@ class EpsilonOpKernel : public OpKernel {
 // ---------------------------------------------------------------------------------------------
 // ConvLSTM.
 
-// Inputs: gates [b, h, w, 4f], cell_prev, gate_scale, gate_offset [4f], cell_scale, cell_offset.
+// Inputs: projected, recurrent [b, h, w, 4f] of type T (the gate pre-activations are their sum),
+// cell_prev, gate_scale, gate_offset [4f], cell_scale, cell_offset.
 // Outputs: hidden, cell, activations [b, h, w, 4f] (i, f, g, o after sigmoid/tanh), stats.
+template <typename T>
 class LnLstmForwardOp : public EpsilonOpKernel {
  public:
   using EpsilonOpKernel::EpsilonOpKernel;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& gates = context->input(0);
-    const Tensor& cell_prev = context->input(1);
+    const Tensor& projected = context->input(0);
+    const Tensor& recurrent = context->input(1);
+    const Tensor& cell_prev = context->input(2);
+    OP_REQUIRES(context, recurrent.shape() == projected.shape(),
+                InvalidArgument("MtlccLnLstmForward: projected and recurrent gates must have one "
+                                "shape, got ", projected.shape().DebugString(), " and ",
+                                recurrent.shape().DebugString()));
+    const Tensor& gates = projected;
     Dims dims;
     OP_REQUIRES_OK(context, CheckShapes("MtlccLnLstmForward", gates, kLstmGates, {&cell_prev},
-                                        {&context->input(2), &context->input(3)},
-                                        {&context->input(4), &context->input(5)}, &dims));
+                                        {&context->input(3), &context->input(4)},
+                                        {&context->input(5), &context->input(6)}, &dims));
     const int64_t p = dims.pixels, f = dims.filters, g = kLstmGates * f;
     Tensor *hidden, *cell, *activations, *stats;
     OP_REQUIRES_OK(context, Allocate(context,
                                      {cell_prev.shape(), cell_prev.shape(), gates.shape(),
                                       TensorShape({dims.batch, 2 * (kLstmGates + 1)})},
                                      {&hidden, &cell, &activations, &stats}));
-    const float* gate_scale = context->input(2).flat<float>().data();
-    const float* gate_offset = context->input(3).flat<float>().data();
-    const float* cell_scale = context->input(4).flat<float>().data();
-    const float* cell_offset = context->input(5).flat<float>().data();
+    const float* gate_scale = context->input(3).flat<float>().data();
+    const float* gate_offset = context->input(4).flat<float>().data();
+    const float* cell_scale = context->input(5).flat<float>().data();
+    const float* cell_offset = context->input(6).flat<float>().data();
+    // False where no op consumes them (an inference graph); always true when executing eagerly.
+    const bool keep_activations = context->output_required(2);
 
     ForEachSample(context, dims, g, [&](int64_t b) {
-      const float* z = At(gates, b, p * g);
+      std::vector<float> gate_sum;
+      const float* z = GateSum<T>(projected, recurrent, b, p * g, &gate_sum);
       const float* c_prev = At(cell_prev, b, p * f);
       float* act = At(activations, b, p * g);
       float* h = At(hidden, b, p * f);
@@ -322,10 +369,12 @@ class LnLstmForwardOp : public EpsilonOpKernel {
       Statistics(z, p, kLstmGates, f, epsilon_, stat);
       Array factor, shift;
       Factors(stat, kLstmGates, f, gate_scale, gate_offset, &factor, &shift);
-      // Pass 2: normalised gates, activations, raw new cell and its statistics.
-      Array cell_sums = Array::Zero(f), cell_squares = Array::Zero(f);
+      // Pass 2: normalised gates, activations, raw new cell and its statistics. Without a
+      // backward pass (inference) nothing reads the activations: they go to a scratch row, and
+      // pass 3 computes the output gate again from the gates.
+      Array cell_sums = Array::Zero(f), cell_squares = Array::Zero(f), scratch(g);
       for (int64_t i = 0; i < p; ++i) {
-        Map a(act + i * g, g);
+        Map a(keep_activations ? act + i * g : scratch.data(), g);
         a = ConstMap(z + i * g, g) * factor + shift;
         a.head(2 * f) = a.head(2 * f).logistic();
         a.segment(2 * f, f) = a.segment(2 * f, f).tanh();
@@ -335,6 +384,7 @@ class LnLstmForwardOp : public EpsilonOpKernel {
         cell_sums += c_raw;
         cell_squares += c_raw.square();
       }
+      const Array output_factor = factor.tail(f), output_shift = shift.tail(f);
       float* cell_stat = stat + 2 * kLstmGates;
       GroupStatistics(cell_sums.data(), cell_squares.data(), f, double(p * f), epsilon_,
                       cell_stat);
@@ -343,15 +393,22 @@ class LnLstmForwardOp : public EpsilonOpKernel {
       for (int64_t i = 0; i < p; ++i) {
         Map ci(c + i * f, f);
         ci = ci * factor + shift;
-        Map(h + i * f, f) = ConstMap(act + i * g + 3 * f, f) * ci.tanh();
+        if (keep_activations) {
+          Map(h + i * f, f) = ConstMap(act + i * g + 3 * f, f) * ci.tanh();
+        } else {
+          const auto o = (ConstMap(z + i * g + 3 * f, f) * output_factor + output_shift).logistic();
+          Map(h + i * f, f) = o * ci.tanh();
+        }
       }
     });
   }
 };
 
-// Inputs: grad_hidden, grad_cell, gates, cell_prev, gate_scale, cell_scale, activations, cell,
-// stats. Outputs: grad_gates, grad_cell_prev, grad_gate_scale, grad_gate_offset,
+// Inputs: grad_hidden, grad_cell, projected, recurrent (type T), cell_prev, gate_scale,
+// cell_scale, activations, cell, stats. Outputs: grad_gates (type T: the gradient of both
+// projected and recurrent), grad_cell_prev, grad_gate_scale, grad_gate_offset,
 // grad_cell_scale, grad_cell_offset.
+template <typename T>
 class LnLstmBackwardOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -359,16 +416,21 @@ class LnLstmBackwardOp : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor& grad_hidden = context->input(0);
     const Tensor& grad_cell = context->input(1);
-    const Tensor& gates = context->input(2);
-    const Tensor& cell_prev = context->input(3);
-    const Tensor& activations = context->input(6);
-    const Tensor& cell = context->input(7);
-    const Tensor& stats = context->input(8);
+    const Tensor& projected = context->input(2);
+    const Tensor& recurrent = context->input(3);
+    const Tensor& cell_prev = context->input(4);
+    const Tensor& activations = context->input(7);
+    const Tensor& cell = context->input(8);
+    const Tensor& stats = context->input(9);
+    OP_REQUIRES(context, recurrent.shape() == projected.shape(),
+                InvalidArgument("MtlccLnLstmBackward: projected and recurrent gates must have one "
+                                "shape"));
+    const Tensor& gates = projected;
     Dims dims;
     OP_REQUIRES_OK(context,
                    CheckShapes("MtlccLnLstmBackward", gates, kLstmGates,
-                               {&cell_prev, &grad_hidden, &grad_cell, &cell}, {&context->input(4)},
-                               {&context->input(5)}, &dims));
+                               {&cell_prev, &grad_hidden, &grad_cell, &cell}, {&context->input(5)},
+                               {&context->input(6)}, &dims));
     OP_REQUIRES(context, activations.shape() == gates.shape(),
                 InvalidArgument("activations must be shaped like gates"));
     OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, 2 * (kLstmGates + 1)}),
@@ -382,19 +444,20 @@ class LnLstmBackwardOp : public OpKernel {
                                      {&grad_gates, &grad_cell_prev, &grad_gate_scale,
                                       &grad_gate_offset, &grad_cell_scale, &grad_cell_offset}));
     ParameterGradients gate_parameters(n, g), cell_parameters(n, f);
-    const float* gate_scale = context->input(4).flat<float>().data();
-    const float* cell_scale = context->input(5).flat<float>().data();
+    const float* gate_scale = context->input(5).flat<float>().data();
+    const float* cell_scale = context->input(6).flat<float>().data();
 
     ForEachSample(context, dims, g, [&](int64_t b) {
       const float* dh = At(grad_hidden, b, p * f);
       const float* dc_next = At(grad_cell, b, p * f);
-      const float* z = At(gates, b, p * g);
+      std::vector<float> gate_sum, grad_buffer;
+      const float* z = GateSum<T>(projected, recurrent, b, p * g, &gate_sum);
       const float* c_prev = At(cell_prev, b, p * f);
       const float* act = At(activations, b, p * g);
       const float* c = At(cell, b, p * f);
       const float* stat = At(stats, b, 2 * (kLstmGates + 1));
       const float* cell_stat = stat + 2 * kLstmGates;
-      float* dz = At(grad_gates, b, p * g);
+      float* dz = GradTarget<T>(grad_gates, b, p * g, &grad_buffer);
       float* dc_prev = At(grad_cell_prev, b, p * f);
       NormBackward gate_norm(kLstmGates, f, stat, gate_scale, gate_parameters.scale(b),
                              gate_parameters.offset(b));
@@ -443,6 +506,7 @@ class LnLstmBackwardOp : public OpKernel {
       }
       // Pass C: through the gates' normalisation.
       gate_norm.Apply(p, z, dz);
+      StoreGrad<T>(dz, grad_gates, b, p * g);
     });
     gate_parameters.Sum(grad_gate_scale, grad_gate_offset);
     cell_parameters.Sum(grad_cell_scale, grad_cell_offset);
@@ -798,41 +862,47 @@ absl::Status Shapes(InferenceContext* c, std::initializer_list<int> input_ranks,
 }  // namespace
 
 REGISTER_OP("MtlccLnLstmForward")
-    .Input("gates: float")
+    .Input("projected: T")
+    .Input("recurrent: T")
     .Input("cell_prev: float")
     .Input("gate_scale: float")
     .Input("gate_offset: float")
     .Input("cell_scale: float")
     .Input("cell_offset: float")
     .Attr("epsilon: float")
+    .Attr("T: {float, bfloat16}")
     .Output("hidden: float")
     .Output("cell: float")
     .Output("activations: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      return Shapes(c, {4, 4, 1, 1, 1, 1}, {{0, 1}, {1, 1}, {2, 0}}, 3, 2 * (kLstmGates + 1));
+      return Shapes(c, {4, 4, 4, 1, 1, 1, 1}, {{0, 2}, {1, 2}, {2, 0}}, 3,
+                    2 * (kLstmGates + 1));
     })
-    .Doc("One layer-normalised ConvLSTM step after its convolutions (mtlcc_tf.ops).");
+    .Doc("One layer-normalised ConvLSTM step after its convolutions, from the gate "
+         "pre-activations projected + recurrent, summed in float (mtlcc_tf.ops).");
 
 REGISTER_OP("MtlccLnLstmBackward")
     .Input("grad_hidden: float")
     .Input("grad_cell: float")
-    .Input("gates: float")
+    .Input("projected: T")
+    .Input("recurrent: T")
     .Input("cell_prev: float")
     .Input("gate_scale: float")
     .Input("cell_scale: float")
     .Input("activations: float")
     .Input("cell: float")
     .Input("stats: float")
-    .Output("grad_gates: float")
+    .Attr("T: {float, bfloat16}")
+    .Output("grad_gates: T")
     .Output("grad_cell_prev: float")
     .Output("grad_gate_scale: float")
     .Output("grad_gate_offset: float")
     .Output("grad_cell_scale: float")
     .Output("grad_cell_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      return Shapes(c, {4, 4, 4, 4, 1, 1, 4, 4, 2},
-                    {{0, 2}, {1, 3}, {2, 4}, {3, 4}, {4, 5}, {5, 5}});
+      return Shapes(c, {4, 4, 4, 4, 4, 1, 1, 4, 4, 2},
+                    {{0, 2}, {1, 4}, {2, 5}, {3, 5}, {4, 6}, {5, 6}});
     })
     .Doc("Gradient of MtlccLnLstmForward.");
 
@@ -919,10 +989,16 @@ REGISTER_OP("MtlccReflectPadGrad")
 REGISTER_KERNEL_BUILDER(Name("MtlccReflectPad").Device(tensorflow::DEVICE_CPU), ReflectPadOp);
 REGISTER_KERNEL_BUILDER(Name("MtlccReflectPadGrad").Device(tensorflow::DEVICE_CPU),
                         ReflectPadGradOp);
-REGISTER_KERNEL_BUILDER(Name("MtlccLnLstmForward").Device(tensorflow::DEVICE_CPU),
-                        LnLstmForwardOp);
-REGISTER_KERNEL_BUILDER(Name("MtlccLnLstmBackward").Device(tensorflow::DEVICE_CPU),
-                        LnLstmBackwardOp);
+#define MTLCC_REGISTER_LSTM(T)                                                             \
+  REGISTER_KERNEL_BUILDER(                                                                   \
+      Name("MtlccLnLstmForward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),     \
+      LnLstmForwardOp<T>);                                                                   \
+  REGISTER_KERNEL_BUILDER(                                                                   \
+      Name("MtlccLnLstmBackward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),    \
+      LnLstmBackwardOp<T>);
+MTLCC_REGISTER_LSTM(float)
+MTLCC_REGISTER_LSTM(Eigen::bfloat16)
+#undef MTLCC_REGISTER_LSTM
 REGISTER_KERNEL_BUILDER(Name("MtlccLnGruGatesForward").Device(tensorflow::DEVICE_CPU),
                         LnGruGatesForwardOp);
 REGISTER_KERNEL_BUILDER(Name("MtlccLnGruGatesBackward").Device(tensorflow::DEVICE_CPU),
