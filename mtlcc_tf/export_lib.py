@@ -151,7 +151,11 @@ class ServingModule(tf.Module):
     )
     def serve(self, x10, x20, x60, doy, year):
         """Predicts the classes of a batch of tiles; see the module docstring."""
-        checks = _check_shapes(x10, x20, x60, doy, year) + _check_values(x10, x20, x60, doy, year)
+        checks = _check_shapes(x10, x20, x60, doy, year)
+        # The value checks combine doy and year elementwise: run them only on fitting shapes, so
+        # that a shape error is reported as such, not as whichever op happens to fail first.
+        with tf.control_dependencies(checks):
+            checks += _check_values(x10, x20, x60, doy, year)
         shape = tf.shape(x10)
         checks.append(tf.debugging.Assert(
             tf.logical_or(tf.equal(shape[0], 0), shape[1] > 0),
