@@ -32,6 +32,6 @@ setuptools.setup(
         # do not pull a second copy.
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "dev": ["pytest>=8", "ruff>=0.6", "pre-commit>=3"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pre-commit>=3"],
     },
 )

@@ -205,18 +205,14 @@ def test_two_workers_train_together_and_resume(tmp_path):
     root = str(tmp_path / "root")
     write_random_root(root, num_tiles=6, pix10=12, nobs=6)
     model_dir = str(tmp_path / "run")
-    run_workers(root, model_dir, 2, tmp_path)
-    assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 2
-    worker_checkpoints = os.path.join(model_dir, "workers", "worker_1", "checkpoints")
-    assert checkpoint_steps(worker_checkpoints)[-1] == 2  # its own input position
-    assert os.path.exists(os.path.join(model_dir, "flags.txt"))  # written by the chief
-    # Started again with more steps, both workers continue from step 2 (on new ports).
-    logs = run_workers(root, model_dir, 4, tmp_path)
-    assert all("resuming at step 2 of 4" in log for log in logs), logs[1][-2000:]
+    run_workers(root, model_dir, 4, tmp_path)
     assert checkpoint_steps(os.path.join(model_dir, "checkpoints"))[-1] == 4
-    assert checkpoint_steps(worker_checkpoints)[-1] == 4
-    # A kill while worker 1 wrote its step-4 checkpoint: the chief has 2-4, worker 1 has 2-3.
-    # Both resume at step 3, the newest they both have, and train in step to the end.
+    worker_checkpoints = os.path.join(model_dir, "workers", "worker_1", "checkpoints")
+    assert checkpoint_steps(worker_checkpoints)[-1] == 4  # its own input position
+    assert os.path.exists(os.path.join(model_dir, "flags.txt"))  # written by the chief
+    # A kill while worker 1 wrote its step-4 checkpoint: the chief has 1-4, worker 1 has 1-3.
+    # Started again with more steps (on new ports), both resume at step 3, the newest they both
+    # have, and train in step to the end.
     drop_newest_checkpoint(worker_checkpoints)
     logs = run_workers(root, model_dir, 6, tmp_path)
     assert all("resuming at step 3 of 6" in log for log in logs), logs[1][-2000:]

@@ -107,24 +107,9 @@ def test_config_round_trip_and_checks():
         model_config.ModelConfig(num_classes=3, convcell="tsvit", attention_d_model=8).validate()
 
 
-def test_trains_through_the_entry_point(tiny_trained_model, tmp_path):
-    from tests.conftest import run_entry_point
-
-    root, _ = tiny_trained_model
-    directory = str(tmp_path / "tsvit")
-    done = run_entry_point(
-        "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={directory}", "--convcell=tsvit",
-        "--convrnn_filters=8", "--convrnn_layers=1", "--attention_heads=2", "--head=logits",
-        "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    model, run_config = model_restore.restore_model(directory, "last")
-    assert run_config.model.convcell == "tsvit" and run_config.model.patch_size == 2
-    assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
-
-
 def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
-    """experiments/mtlcc_tsvit.flags stays valid: one step on the tiny dataset."""
+    """experiments/mtlcc_tsvit.flags stays valid: one step through the entry point on the tiny
+    dataset, and the model restores from its run folder."""
     from mtlcc_tf import model_dir
     from tests.conftest import run_entry_point
 
@@ -138,3 +123,7 @@ def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     config = model_dir.read_run_config(directory).model
     assert (config.convrnn_filters, config.convrnn_layers, config.attention_key_dim) == (128, 4, 64)
+    model, run_config = model_restore.restore_model(directory, "last")
+    assert run_config.model.convcell == "tsvit" and run_config.model.patch_size == 2
+    assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
+    assert model_config.ModelConfig(num_classes=3, convcell="tsvit").validate().patch_size == 2
