@@ -120,6 +120,12 @@ def write_random_root(
     return tiles
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow first (stable otherwise): pytest-xdist's workers then share out the
+    short tests at the end instead of one worker finishing a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def random_root(tmp_path):
     root = str(tmp_path / "root")

@@ -100,6 +100,7 @@ def test_attention_settings_are_checked():
         model_config.ModelConfig(num_classes=3, attention_heads=16).validate()
 
 
+@pytest.mark.slow
 def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_path):
     from tests.conftest import run_entry_point
 

@@ -262,6 +262,7 @@ def run_classical(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_entry_point(separable_root, tmp_path):
     out_dir = str(tmp_path / "out")
     done = run_classical(

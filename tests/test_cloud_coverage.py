@@ -112,6 +112,7 @@ def test_bins_pool_conditions_and_give_intervals_around_the_accuracy():
         cloud_coverage_report.aggregate(rows, scores, conditions, (5, 50))
 
 
+@pytest.mark.slow
 def test_entry_point_scores_models_and_baselines_and_resumes(tiny_trained_model, tmp_path):
     root, models = tiny_trained_model
     out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")

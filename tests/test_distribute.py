@@ -199,6 +199,7 @@ def run_workers(root: str, model_dir: str, train_steps: int, logs_dir) -> list[s
     return texts
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_and_resume(tmp_path):
     from tests.conftest import write_random_root
 

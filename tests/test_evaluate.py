@@ -223,6 +223,7 @@ def test_entry_point(tmp_path):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_entry_point_errors(tmp_path):
     root, directory = str(tmp_path / "root"), str(tmp_path / "model")
     write_random_root(root, num_tiles=2, pix10=6, nobs=3)

@@ -128,6 +128,7 @@ def test_bad_experiments_are_refused(root, tmp_path):
             experiment_lib.Experiment(**{**good, **changes}).validate()
 
 
+@pytest.mark.slow
 def test_entry_point_trains_evaluates_and_writes_the_table(root, tmp_path):
     out_dir, results_dir = str(tmp_path / "out"), str(tmp_path / "results")
     done = subprocess.run(

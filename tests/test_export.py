@@ -214,6 +214,7 @@ def test_entry_point(tmp_path):
     assert again.returncode == 1 and "not empty" in again.stderr
 
 
+@pytest.mark.slow
 def test_bfloat16_export_serves_in_bfloat16_and_says_so(tiny_trained_model, tmp_path):
     """--precision=mixed_bfloat16: the metadata signature (and saved_model_cli) names the
     precision and the training years; probabilities within bf16's rounding of float32's."""

@@ -58,6 +58,7 @@ def test_statistics_match_the_tiles(tmp_path):
     assert report["clear_sky_ndvi"]["maize"]["num_observations"] == sum(m.sum() for m in maize)
 
 
+@pytest.mark.slow
 def test_json_output_and_exit_codes(tmp_path):
     root = str(tmp_path)
     write_random_root(root, num_tiles=4, schema=records.ORIGINAL)

@@ -316,6 +316,7 @@ def test_eager_cell_with_variables_trains(cell_class):
 
 
 @needs_kernels
+@pytest.mark.slow
 def test_a_damaged_cached_library_is_rebuilt(tmp_path):
     # The same name as this process's library (the key does not depend on the folder).
     damaged = tmp_path / ops.build().name

@@ -56,6 +56,7 @@ def start_until_first_checkpoint(arguments, log, log_path, model_dir) -> subproc
     return process
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
     model_dir = str(tmp_path / "run")
     log_path = tmp_path / "first.log"
@@ -129,6 +130,7 @@ def test_resume_with_other_data_settings_warns_records_and_cleans_partial_writes
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_path):
     model_dir = str(tmp_path / "run")
     train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
@@ -148,6 +150,7 @@ def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_
     assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {5}
 
 
+@pytest.mark.slow
 def test_a_failed_resume_leaves_flags_and_config_as_they_were(root, tmp_path):
     model_dir = str(tmp_path / "run")
     base = (f"--datadir={root}", f"--model_dir={model_dir}", *TINY_FLAGS, "--num_image_tiles=0")

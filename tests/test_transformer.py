@@ -107,6 +107,7 @@ def test_config_round_trip_and_checks():
         model_config.ModelConfig(num_classes=3, convcell="tsvit", attention_d_model=8).validate()
 
 
+@pytest.mark.slow
 def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
     """experiments/mtlcc_tsvit.flags stays valid: one step through the entry point on the tiny
     dataset, and the model restores from its run folder."""
