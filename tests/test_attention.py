@@ -101,35 +101,9 @@ def test_attention_settings_are_checked():
 
 
 @pytest.mark.slow
-def test_trains_and_restores_through_the_entry_point(tiny_trained_model, tmp_path):
-    from tests.conftest import run_entry_point
-
-    root, _ = tiny_trained_model
-    directory = str(tmp_path / "utae")
-    done = run_entry_point(
-        "mtlcc_tf.train", f"--datadir={root}", f"--model_dir={directory}", "--convcell=utae",
-        "--attention_widths=4,4,8", "--attention_heads=2", "--attention_d_model=8",
-        "--train_steps=2", "--batchsize=2", "--num_image_tiles=0",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    model, run_config = model_restore.restore_model(directory, "last")
-    assert run_config.model.convcell == "utae"
-    assert run_config.model.attention_widths == (4, 4, 8)  # three levels, from config.json
-    assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
-    # Its attention against the records' cloud masks, trained and untrained.
-    results = str(tmp_path / "results")
-    done = run_entry_point(
-        "mtlcc_tf.attention_clouds", f"--datadir={root}", f"--runs={directory}",
-        f"--results_dir={results}",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert all(0.0 <= summary[name]["mean"] <= 1.0 for name in ("trained", "untrained"))
-    assert os.path.isfile(os.path.join(results, "results.md"))
-
-
-def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
-    """experiments/mtlcc_utae.flags stays valid: one step on the tiny dataset."""
+def test_the_published_settings_flagfile_trains_restores_and_scores(tiny_trained_model, tmp_path):
+    """experiments/mtlcc_utae.flags stays valid: one step through the entry point on the tiny
+    dataset; the model restores from its run folder, and attention_clouds scores it."""
     from mtlcc_tf import model_dir
     from tests.conftest import run_entry_point
 
@@ -143,3 +117,17 @@ def test_the_published_settings_flagfile_trains(tiny_trained_model, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     config = model_dir.read_run_config(directory).model
     assert config.attention_widths == (64, 64, 64, 128) and config.attention_d_model == 256
+    model, run_config = model_restore.restore_model(directory, "last")
+    assert run_config.model.convcell == "utae"
+    assert run_config.model.attention_widths == (64, 64, 64, 128)  # four levels, from config.json
+    assert model(batch()).shape == (2, 12, 12, CLASSES.num_classes)
+    # Its attention against the records' cloud masks, trained and untrained.
+    results = str(tmp_path / "results")
+    done = run_entry_point(
+        "mtlcc_tf.attention_clouds", f"--datadir={root}", f"--runs={directory}",
+        f"--results_dir={results}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(0.0 <= summary[name]["mean"] <= 1.0 for name in ("trained", "untrained"))
+    assert os.path.isfile(os.path.join(results, "results.md"))

@@ -227,15 +227,17 @@ def test_entry_point(tmp_path):
 def test_entry_point_errors(tmp_path):
     root, directory = str(tmp_path / "root"), str(tmp_path / "model")
     write_random_root(root, num_tiles=2, pix10=6, nobs=3)
-    missing = run_module("mtlcc_tf.evaluate", f"--model_dir={tmp_path / 'nothing'}")
-    assert missing.returncode == 1 and "no such directory" in missing.stderr
+    # What the entry point restores through, in process (test_entry_points runs it on a missing
+    # folder: exit 1 and the message), then one run that fails after the restore.
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        model_restore.restore_for_inference(str(tmp_path / "nothing"), "best")
     os.makedirs(directory)
-    no_config = run_module("mtlcc_tf.evaluate", f"--model_dir={directory}")
-    assert no_config.returncode == 1 and "config.json: missing" in no_config.stderr
+    with pytest.raises(FileNotFoundError, match="config.json: missing"):
+        model_restore.restore_for_inference(directory, "best")
     model_config = ModelConfig(num_classes=CLASSES.num_classes, convrnn_filters=4)
     model_dir.write_run_config(directory, model_config, DataConfig(root=root), CLASSES)
-    no_checkpoint = run_module("mtlcc_tf.evaluate", f"--model_dir={directory}")
-    assert no_checkpoint.returncode == 1 and "no checkpoint in" in no_checkpoint.stderr
+    with pytest.raises((FileNotFoundError, ValueError), match="no checkpoint in"):
+        model_restore.restore_for_inference(directory, "best")
     make_model_dir(directory, root)
     other = str(tmp_path / "other")
     write_random_root(other, num_tiles=2, pix10=6, nobs=3)
