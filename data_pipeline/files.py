@@ -74,6 +74,22 @@ def write_json(path: str, content: Any, indent: int | None = 2) -> None:
     write_text(path, json.dumps(content, indent=indent) + "\n")
 
 
+def exists(path: str) -> bool:
+    """Whether `path` exists (local, or remote through tf.io.gfile)."""
+    gfile = _gfile(path)
+    return gfile.exists(path) if gfile else os.path.exists(path)
+
+
+def read_text(path: str) -> str:
+    """The text content of `path` (local, or remote through tf.io.gfile)."""
+    gfile = _gfile(path)
+    if gfile:
+        with gfile.GFile(path) as handle:
+            return handle.read()
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def read_json(path: str) -> Any:
     """The JSON content of `path`.
 

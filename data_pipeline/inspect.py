@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags
 
-from data_pipeline import dataset_root, inspection
+from data_pipeline import dataset_root
 
 _JSON = flags.DEFINE_bool("json", False, "Print the report as one JSON object.")
 _SKIP_CORRUPT = flags.DEFINE_bool(
@@ -25,6 +25,9 @@ def main(argv):
         )
     progress = None if _JSON.value else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
+        dataset_root.read_dataset_ini(argv[1])  # a missing root is named before TensorFlow loads
+        from data_pipeline import inspection  # noqa: PLC0415
+
         report = inspection.inspect_root(argv[1], tuple(_YEARS.value), progress)
     except dataset_root.DatasetError as error:
         sys.exit(f"inspect: {error}")

@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import sys
 
-import tensorflow as tf
 from absl import app, flags, logging
 
-from data_pipeline import dataset_root, records
+from data_pipeline import dataset_root
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import evaluate_lib, model_dir, model_restore, tile_predictions
+from mtlcc_tf import model_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
 _DATADIR = flags.DEFINE_string(
@@ -53,10 +52,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     directory = _MODEL_DIR.value
+    # The model directory and the flags are checked before TensorFlow loads (seconds).
     try:
-        model, run_config, checkpoint = model_restore.restore_for_inference(
-            directory, _CHECKPOINT.value
-        )
+        run_config = model_dir.read_run_config(directory)
         data_config = DataConfig(
             root=_DATADIR.value or run_config.data.root,
             years=tuple(_YEARS.value),
@@ -70,9 +68,21 @@ def main(argv: list[str]) -> None:
             cloud_injection=_CLOUD_INJECTION.value,
             seed=_DATA_SEED.value,
         ).validate()
+        dataset_classes = dataset_root.read_classes(data_config.root)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"evaluate: {error}")
+    import tensorflow as tf  # noqa: PLC0415 - after the checks above
+
+    from data_pipeline import records  # noqa: PLC0415
+    from mtlcc_tf import evaluate_lib, model_restore, tile_predictions  # noqa: PLC0415
+
+    try:
+        model, run_config, checkpoint = model_restore.restore_for_inference(
+            directory, _CHECKPOINT.value
+        )
         tile_predictions.check_classes(
             run_config.classes,
-            dataset_root.read_classes(data_config.root),
+            dataset_classes,
             model_source=os.path.join(directory, model_dir.CONFIG_FILE),
             dataset_source=os.path.join(data_config.root, "classes.txt"),
         )

@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mtlcc_tf import export_lib, hardware, model_dir, model_restore
+from mtlcc_tf import hardware, model_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Model directory written by mtlcc_tf.train.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "SavedModel folder to create.")
@@ -40,6 +40,13 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     directory = _MODEL_DIR.value
+    # The model directory is checked before TensorFlow loads (seconds).
+    try:
+        model_dir.read_run_config(directory)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"export: {error}")
+    from mtlcc_tf import export_lib, model_restore  # noqa: PLC0415 - after the check above
+
     try:
         precision = hardware.resolve_serving_precision(_PRECISION.value)
         model, run_config, checkpoint = model_restore.restore_for_inference(

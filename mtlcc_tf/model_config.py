@@ -3,16 +3,16 @@
 import dataclasses
 import math
 
-from mtlcc_tf.layers import attention, encoder, functional, heads
-from mtlcc_tf.layers.dates import DOY_CHANNEL
+from mtlcc_tf import choices
+from mtlcc_tf.choices import DOY_CHANNEL
 
 # The choices are the layers' own (one definition each); the stock cell is built by models.
 ATTENTION = "utae"  # the temporal-attention encoder (layers/attention.py), not a recurrent cell
 TRANSFORMER = "tsvit"  # the temporo-spatial transformer (layers/transformer.py)
-CONVCELLS = (*encoder.CELL_TYPES, "keras_convlstm", ATTENTION, TRANSFORMER)
-PADDINGS = functional.PADDINGS
-AGGREGATION_STRATEGIES = encoder.AGGREGATIONS
-HEADS = heads.HEAD_KINDS
+CONVCELLS = (*choices.RECURRENT_CELLS, "keras_convlstm", ATTENTION, TRANSFORMER)
+PADDINGS = choices.PADDINGS
+AGGREGATION_STRATEGIES = choices.AGGREGATIONS
+HEADS = choices.HEAD_KINDS
 NORMALIZATION_SCOPES = ("tile", "pixel")
 # Fields that only some encoders read: set for another one, they are an error, not ignored.
 FIELD_CELLS = {
@@ -189,7 +189,7 @@ class ModelConfig:
         if self.convcell == ATTENTION:
             require(self.convrnn_filters % 4 == 0, "convrnn_filters", "utae needs a multiple of 4")
             widths = self.attention_widths or (self.convrnn_filters, 2 * self.convrnn_filters)
-            problems = attention.settings_problems(
+            problems = choices.attention_settings_problems(
                 widths,
                 self.attention_decoder_widths or widths,
                 self.attention_heads,

@@ -19,8 +19,6 @@ import types
 import typing
 from typing import Any
 
-import tensorflow as tf
-
 from data_pipeline import dataset_root, files
 from data_pipeline.data_config import DataConfig
 from mtlcc_tf.model_config import ModelConfig
@@ -109,7 +107,7 @@ def _from_dict(cls: type, values: dict[str, Any], path: str, section: str) -> An
 
 def has_run_config(model_dir: str) -> bool:
     """Whether `model_dir` holds a config.json (a run was started there)."""
-    return tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE))
+    return files.exists(os.path.join(model_dir, CONFIG_FILE))
 
 
 def read_run_config(model_dir: str) -> RunConfig:
@@ -120,13 +118,12 @@ def read_run_config(model_dir: str) -> RunConfig:
         ValueError: if it is malformed (names the file and the problem).
     """
     path = os.path.join(model_dir, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         raise FileNotFoundError(
             f"{path}: missing; is {model_dir!r} a model directory written by mtlcc_tf.train?"
         )
     try:
-        with tf.io.gfile.GFile(path) as handle:
-            content = json.load(handle)
+        content = json.loads(files.read_text(path))
         if content.get("format") != FORMAT:
             raise ValueError(f"format {content.get('format')!r}, expected {FORMAT}")
         model = _from_dict(ModelConfig, content["model"], path, "model")
@@ -182,11 +179,10 @@ def check_resumable(
 def read_runtime_record(model_dir: str) -> dict[str, Any]:
     """The "runtime" entry of config.json (what was resolved and recorded); {} if none."""
     path = os.path.join(model_dir, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         return {}
     try:
-        with tf.io.gfile.GFile(path) as handle:
-            return dict(json.load(handle).get("runtime") or {})
+        return dict(json.loads(files.read_text(path)).get("runtime") or {})
     except (json.JSONDecodeError, AttributeError) as error:
         raise ValueError(f"{path}: malformed run config: {error!r}") from error
 
@@ -198,7 +194,7 @@ def resume_changes(model_dir: str, data_config: DataConfig, num_train_files: int
     files with the one recorded there (runtime.train_files). Empty for a new model directory.
     """
     path = os.path.join(model_dir, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         return []
     previous = read_run_config(model_dir).data
     changes = [
@@ -221,6 +217,8 @@ def remove_partial_checkpoints(model_dir: str) -> list[str]:
         os.path.join(model_dir, folder, "*_temp")
         for folder in (CHECKPOINTS, BEST, os.path.join("workers", "*", CHECKPOINTS))
     ]
+    import tensorflow as tf  # noqa: PLC0415 - reading run configs needs no TensorFlow
+
     removed = []
     for pattern in patterns:
         for path in sorted(tf.io.gfile.glob(pattern)):
@@ -253,8 +251,10 @@ def checkpoint_path(model_dir: str, which: str = "best") -> str:
     Raises:
         FileNotFoundError: if there is no checkpoint (names the folders looked in).
     """
+    import tensorflow as tf  # noqa: PLC0415 - reading run configs needs no TensorFlow
+
     if which not in ("best", "last"):
-        if tf.io.gfile.exists(f"{which}.index"):
+        if files.exists(f"{which}.index"):
             return which
         raise FileNotFoundError(f"{which}: no such checkpoint (expected {which}.index)")
     candidates = ["best", "last"] if which == "best" else ["last"]
@@ -269,10 +269,9 @@ def checkpoint_path(model_dir: str, which: str = "best") -> str:
 def read_best_metrics(model_dir: str) -> dict[str, Any] | None:
     """`model_dir/best/metrics.json` (step and validation metrics), or None before one."""
     path = os.path.join(checkpoint_dir(model_dir, "best"), BEST_METRICS_FILE)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
+    return json.loads(files.read_text(path))
 
 
 def write_best_metrics(model_dir: str, metrics: dict[str, Any]) -> None:
@@ -282,10 +281,9 @@ def write_best_metrics(model_dir: str, metrics: dict[str, Any]) -> None:
 def read_validated_step(model_dir: str) -> int | None:
     """The last step whose validation finished (`validated.json`); None in older model dirs."""
     path = os.path.join(model_dir, VALIDATED_FILE)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as handle:
-        return int(json.load(handle)["step"])
+    return int(json.loads(files.read_text(path))["step"])
 
 
 def write_validated_step(model_dir: str, step: int) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import NoReturn
 
-import tensorflow as tf
 from absl import app, flags, logging
 
-from data_pipeline import dataset_root, files, input_pipeline
+from data_pipeline import dataset_root, files
 from data_pipeline.data_config import DataConfig
-from mtlcc_tf import console, distribute, model_config, train_config, train_lib
+from mtlcc_tf import console, model_config, train_config
 from mtlcc_tf import model_dir as model_dir_lib
 
 # Exit status after SIGTERM: a checkpoint was saved, the run is unfinished (128 + SIGTERM).
@@ -314,12 +314,17 @@ def write_flags(path: str) -> None:
     files.write_text(path, header + "\n".join(line for line in lines if line) + "\n")
 
 
+def _usage_exit(error: Exception) -> NoReturn:
+    # One line, not absl's usage text (every flag of the module) above it.
+    sys.exit(f"train: {error}\n(python -m mtlcc_tf.train --helpfull lists every flag)")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags need --name=value")
-    # Fail fast: every check that needs no TensorFlow runs before the strategy and the data.
+    # Fail fast: the flags, the dataset root and the model directory are checked before
+    # TensorFlow loads (seconds), the records before the strategy and the data are built.
     try:
-        distribute.split_cpu(FLAGS.cpu_devices)  # before any TensorFlow op
         root = dataset_root.read_root(FLAGS.datadir)  # dataset.ini and classes.txt, read once
         classes = root.classes
         model, train_data, eval_data, train, runtime = configs_from_flags(
@@ -327,6 +332,19 @@ def main(argv: list[str]) -> None:
         )
         if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
             raise ValueError(f"--model_dir={FLAGS.model_dir} is a file, not a folder")
+        # Before flags.txt is replaced: a model directory holds one model.
+        if train.standardize_bands:
+            model = model_dir_lib.with_run_band_statistics(FLAGS.model_dir, model)
+        model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
+    except (ValueError, dataset_root.DatasetError) as error:
+        _usage_exit(error)
+    import tensorflow as tf  # noqa: PLC0415 - after the checks above
+
+    from data_pipeline import input_pipeline  # noqa: PLC0415
+    from mtlcc_tf import distribute, train_lib  # noqa: PLC0415
+
+    try:
+        distribute.split_cpu(FLAGS.cpu_devices)  # before any TensorFlow op
         splits = (
             input_pipeline.list_split_files(train_data, root),
             input_pipeline.list_split_files(eval_data, root),
@@ -341,15 +359,10 @@ def main(argv: list[str]) -> None:
             # The default asks for more steps than the records hold: take them all.
             logging.info("the records hold %d time steps: training on all of them", nobs)
             train_data = dataclasses.replace(train_data, temporal_samples=None)
-        # Before flags.txt is replaced: a model directory holds one model.
-        if train.standardize_bands:
-            model = model_dir_lib.with_run_band_statistics(FLAGS.model_dir, model)
-        model_dir_lib.check_resumable(FLAGS.model_dir, model, classes)
         if runtime.strategy == "multi_worker":
             distribute.check_tf_config()
     except (ValueError, dataset_root.DatasetError) as error:
-        # One line, not absl's usage text (every flag of the module) above it.
-        sys.exit(f"train: {error}\n(python -m mtlcc_tf.train --helpfull lists every flag)")
+        _usage_exit(error)
     if runtime.strategy == "multi_worker":
         try:
             distribute.wait_for_peers(FLAGS.connect_timeout)

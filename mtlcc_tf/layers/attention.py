@@ -18,10 +18,10 @@ import math
 import keras
 import tensorflow as tf
 
-from mtlcc_tf.layers.dates import DOY_CHANNEL
+from mtlcc_tf.choices import ATTENTION_GROUPS as _GROUPS
+from mtlcc_tf.choices import DOY_CHANNEL, attention_settings_problems
 
 _PERIOD = 1000.0  # positional encoding: wavelengths from 2π to 2π·1000 days, as in L-TAE
-_GROUPS = 4  # group normalisation
 
 
 def day_of_year_encoding(doy: tf.Tensor, dims: int) -> tf.Tensor:
@@ -43,34 +43,6 @@ def _block(name: str, filters: int, strides: int = 1) -> list[keras.layers.Layer
         keras.layers.GroupNormalization(groups=_GROUPS, name=f"{name}_norm"),
         keras.layers.ReLU(name=f"{name}_relu"),
     ]
-
-
-def settings_problems(
-    widths: tuple[int, ...], decoder_widths: tuple[int, ...], num_heads: int, d_model: int | None
-) -> list[str]:
-    """What is wrong with these `TemporalAttentionEncoder` settings (empty when nothing)."""
-    attention_width = d_model or (widths[-1] if widths else 0)
-    checks = [
-        (len(widths) >= 2, f"widths {widths} need at least two levels"),
-        (all(w % _GROUPS == 0 for w in widths), f"widths {widths}: multiples of {_GROUPS}"),
-        (
-            len(decoder_widths) == len(widths) and decoder_widths[-1:] == widths[-1:],
-            f"decoder_widths {decoder_widths} must match widths {widths} in length and last",
-        ),
-        (
-            all(w % _GROUPS == 0 for w in decoder_widths),
-            f"decoder_widths {decoder_widths}: multiples of {_GROUPS}",
-        ),
-        (
-            num_heads >= 1
-            and attention_width % num_heads == 0
-            and widths[-1:] != ()
-            and widths[-1] % num_heads == 0,
-            f"num_heads={num_heads} must divide the attention's width {attention_width} and "
-            "the lowest level's",
-        ),
-    ]
-    return [message for ok, message in checks if not ok]
 
 
 def _level_names(level: int) -> tuple[str, str, str]:
@@ -118,7 +90,7 @@ class TemporalAttentionEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         widths = tuple(widths or (filters, 2 * filters))
         decoder_widths = tuple(decoder_widths or widths)
-        problems = settings_problems(widths, decoder_widths, num_heads, d_model)
+        problems = attention_settings_problems(widths, decoder_widths, num_heads, d_model)
         if problems:
             raise ValueError("; ".join(problems))
         self.filters, self.num_heads, self.key_dim, self.dropout = (

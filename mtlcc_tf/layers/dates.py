@@ -5,8 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
-# Channel of `inputs` that holds day of year / 365 (`data_pipeline.transforms.to_model_inputs`).
-DOY_CHANNEL = 13
+from mtlcc_tf.choices import DOY_CHANNEL
 
 
 @keras.saving.register_keras_serializable(package="mtlcc_tf")

@@ -3,11 +3,11 @@
 import keras
 import tensorflow as tf
 
+from mtlcc_tf.choices import AGGREGATIONS, RECURRENT_CELLS
 from mtlcc_tf.layers.cells import ConvGRUCell, ConvLSTMCell, ConvRecurrentCell
 from mtlcc_tf.layers.recurrence import run_recurrence
 
-CELL_TYPES = {"lstm": ConvLSTMCell, "gru": ConvGRUCell}
-AGGREGATIONS = ("state", "avg_output", "sum_output")
+CELL_TYPES = dict(zip(RECURRENT_CELLS, (ConvLSTMCell, ConvGRUCell), strict=True))
 
 
 def to_time_major(sequence: tf.Tensor) -> tf.Tensor:

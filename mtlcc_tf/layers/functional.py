@@ -3,8 +3,7 @@
 import tensorflow as tf
 
 from mtlcc_tf import ops
-
-PADDINGS = ("reflect", "same")
+from mtlcc_tf.choices import PADDINGS
 
 
 def check_padding(padding: str) -> str:

@@ -3,9 +3,8 @@
 import keras
 import tensorflow as tf
 
+from mtlcc_tf.choices import HEAD_KINDS
 from mtlcc_tf.layers.functional import check_padding, spatial_padding
-
-HEAD_KINDS = ("original", "logits")
 
 
 @keras.saving.register_keras_serializable(package="mtlcc_tf")
