@@ -60,3 +60,39 @@ def test_bad_input_exits_1_naming_what_is_wrong(module, tmp_path):
 def test_unknown_flags_exit_1_naming_the_flag(module):
     done = run(module, "--batch_size=4")
     assert done.returncode == 1 and "Unknown command line flag 'batch_size'" in done.stderr
+
+
+# Entry points whose usage errors are reported before TensorFlow is imported (seconds).
+FAST_USAGE_ERRORS = {
+    "mtlcc_tf.train": (["--datadir={missing}", "--model_dir={tmp}/run"], MISSING),
+    "mtlcc_tf.evaluate": (["--model_dir={missing}"], MISSING),
+    "mtlcc_tf.export": (["--model_dir={missing}", "--export_dir={tmp}/e"], MISSING),
+    "data_pipeline.inspect": (["{missing}"], MISSING),
+    "mtlcc_tf.experiment": (["--datadir={missing}", "--out_dir={tmp}/o", "--variant=a"], MISSING),
+}
+# Runs the module as `python -m` would, with `import tensorflow` (and keras) failing.
+WITHOUT_TENSORFLOW = (
+    "import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+    "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.mark.parametrize("module", sorted(FAST_USAGE_ERRORS))
+def test_usage_errors_need_no_tensorflow(module, tmp_path):
+    arguments, expected = FAST_USAGE_ERRORS[module]
+    args = [a.format(missing=tmp_path / MISSING, tmp=tmp_path) for a in arguments]
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, module, *args], cwd=REPOSITORY,
+        env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_train_flag_errors_need_no_tensorflow(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "mtlcc_tf.train", "--convcell=nonsense"],
+        cwd=REPOSITORY, env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "--convcell=nonsense" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
