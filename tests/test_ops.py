@@ -125,15 +125,25 @@ def graph_ops_gru_output(candidate, hidden, update, scale, offset, epsilon):
     )
 
 
+def in_two_parts(fused_fn):
+    """`fused_fn` on a pre-activation split into its two summed parts, so that the gradient to
+    it is the sum of the two parts' (each scaled) gradients."""
+    return lambda summed, *rest: fused_fn(0.25 * summed, 0.75 * summed, *rest)
+
+
 @needs_kernels
 def test_fused_gru_parts_match_graph_ops():
     gates, hidden, scale, offset, _, _ = step_arguments(3, 4, 6, 5)
     candidate = gates[..., :5] * 0.7
     update = tf.sigmoid(gates[..., 5:10])
     cases = [
-        (ops.ln_gru_gates, graph_ops_gru_gates, [gates[..., :10], hidden, scale[:10], offset[:10]]),
         (
-            ops.ln_gru_output,
+            in_two_parts(ops.ln_gru_gates),
+            graph_ops_gru_gates,
+            [gates[..., :10], hidden, scale[:10], offset[:10]],
+        ),
+        (
+            in_two_parts(ops.ln_gru_output),
             graph_ops_gru_output,
             [candidate, hidden, update, scale[:5], offset[:5]],
         ),
@@ -148,6 +158,34 @@ def test_fused_gru_parts_match_graph_ops():
             results.append(outputs + tape.gradient(loss, arguments))
         for actual, wanted in zip(*results, strict=True):
             np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=2e-5)
+
+
+@needs_kernels
+def test_gru_bfloat16_parts_are_summed_in_float32():
+    """As for the LSTM: bf16 parts give the float32 kernels' result on their exact float32 sum,
+    and both parts get that gradient rounded to bf16."""
+    gates, hidden, scale, offset, _, _ = step_arguments(2, 5, 6, 4)
+    update = tf.sigmoid(gates[..., 8:12])
+    cases = [
+        (ops.ln_gru_gates, gates[..., :8], [hidden, scale[:8], offset[:8]]),
+        (ops.ln_gru_output, gates[..., 12:], [hidden, update, scale[:4], offset[:4]]),
+    ]
+    for fused_fn, summed, rest in cases:
+        projected, recurrent = (tf.cast(summed * w, tf.bfloat16) for w in (0.4, 0.6))
+        exact = tf.cast(projected, tf.float32) + tf.cast(recurrent, tf.float32)
+        results = []
+        for parts in ((projected, recurrent), (exact, tf.zeros_like(exact))):
+            with tf.GradientTape() as tape:
+                tape.watch(parts)
+                outputs = tf.nest.flatten(fused_fn(*parts, *rest, EPSILON))
+                loss = sum(tf.reduce_sum(out * (k + 0.5) + out**2) for k, out in enumerate(outputs))
+            results.append((outputs, tape.gradient(loss, parts)))
+        (outputs, (d_projected, d_recurrent)), (wanted, (d_exact, _)) = results
+        assert d_projected.dtype == d_recurrent.dtype == tf.bfloat16
+        for actual, want in zip(outputs, wanted, strict=True):
+            np.testing.assert_allclose(actual, want, atol=1e-6)
+        np.testing.assert_array_equal(d_projected, tf.cast(d_exact, tf.bfloat16))
+        np.testing.assert_array_equal(d_recurrent, d_projected)
 
 
 @needs_kernels
@@ -334,8 +372,8 @@ def test_a_damaged_cached_library_is_rebuilt(tmp_path):
 @needs_kernels
 @pytest.mark.parametrize(
     "op_name, num_inputs",
-    [("mtlcc_ln_lstm_forward", 7), ("mtlcc_ln_gru_gates_forward", 4),
-     ("mtlcc_ln_gru_output_forward", 5)],
+    [("mtlcc_ln_lstm_forward", 7), ("mtlcc_ln_gru_gates_forward", 5),
+     ("mtlcc_ln_gru_output_forward", 6)],
 )  # fmt: skip
 def test_wrong_ranks_are_errors_while_tracing(op_name, num_inputs):
     # A scalar where a [batch, height, width, channels] tensor belongs: a shape error, not a crash.

@@ -15,6 +15,14 @@ def _glorot_limit(kernel_size: int, input_channels: int, output_channels: int) -
     return math.sqrt(6.0 / (fan_in + fan_out))
 
 
+def _kernel_dtype(*parts: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """The parts of a pre-activation as the fused kernels take them: float32 and bfloat16 as
+    they are, anything else (float16) cast to float32."""
+    if parts[0].dtype in (tf.float32, tf.bfloat16):
+        return parts
+    return tuple(tf.cast(part, tf.float32) for part in parts)
+
+
 class ConvRecurrentCell(keras.layers.Layer):
     """Shared arguments and plumbing of the convolutional recurrent cells.
 
@@ -311,19 +319,21 @@ class ConvGRUCell(ConvRecurrentCell):
         # tf.split, not two slices: the gradient of a slice of the last axis (StridedSliceGrad)
         # took 17% of a direction's training time on an AVX2 CPU; Split's is one concat.
         projected_gates, projected_candidate = tf.split(projected, [2 * filters, filters], -1)
-        gates = tf.cast(
-            projected_gates + self._conv(hidden, self.gate_recurrent_kernel), tf.float32
-        )
+        recurrent_gates = self._conv(hidden, self.gate_recurrent_kernel)
         if self.normalization and self.spatial_normalization and ops.use_fused():
+            # The kernels add the two parts in float32 (graph ops add them in the compute
+            # dtype); float16 parts are cast first (the kernels take float32 or bfloat16).
             epsilon = self.epsilon
             update_gate, reset_hidden = ops.ln_gru_gates(
-                gates, hidden, self.gate_scale, self.gate_offset, epsilon
+                *_kernel_dtype(projected_gates, recurrent_gates),
+                hidden,
+                self.gate_scale,
+                self.gate_offset,
+                epsilon,
             )
-            candidate = projected_candidate + self._conv(
-                reset_hidden, self.candidate_recurrent_kernel
-            )
+            recurrent_candidate = self._conv(reset_hidden, self.candidate_recurrent_kernel)
             hidden = ops.ln_gru_output(
-                tf.cast(candidate, tf.float32),
+                *_kernel_dtype(projected_candidate, recurrent_candidate),
                 hidden,
                 update_gate,
                 self.candidate_scale,
@@ -331,6 +341,7 @@ class ConvGRUCell(ConvRecurrentCell):
                 epsilon,
             )
             return hidden, (hidden,)
+        gates = tf.cast(projected_gates + recurrent_gates, tf.float32)
         if self.normalization:
             gates = self._norm(gates, 2, self.gate_scale, self.gate_offset)
         else:

@@ -115,45 +115,57 @@ def _tensors(*values) -> list[tf.Tensor]:
 
 
 def ln_gru_gates(
-    gates: tf.Tensor, hidden: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor, epsilon: float
+    projected: tf.Tensor,
+    recurrent: tf.Tensor,
+    hidden: tf.Tensor,
+    scale: tf.Tensor,
+    offset: tf.Tensor,
+    epsilon: float,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The gates of a layer-normalised ConvGRU step, fused (CPU only).
 
-    r, u = sigmoid(LN(gates)) per gate, as `ConvGRUCell.step` with normalisation.
+    r, u = sigmoid(LN(gates)) per gate, as `ConvGRUCell.step` with normalisation, from the
+    pre-activations gates = projected + recurrent, summed in float32 inside the kernel (as
+    `ln_lstm_cell`'s).
 
     Args:
-        gates: [batch, height, width, 2 * filters] float32 pre-activations, reset then update.
+        projected: [batch, height, width, 2 * filters] float32 or bfloat16, reset then update.
+        recurrent: Shaped and typed like `projected`.
         hidden: [batch, height, width, filters] float32, the previous state h.
         scale: [2 * filters] per-channel scale of the normalised gates.
         offset: [2 * filters] per-channel offset of the normalised gates.
         epsilon: Added to the variances.
 
     Returns:
-        The update gate u and r * h, both [batch, height, width, filters].
+        The update gate u and r * h, both [batch, height, width, filters] float32.
     """
     module = loaded()
 
     @tf.custom_gradient
-    def fused(gates, hidden, scale, offset):
+    def fused(projected, recurrent, hidden, scale, offset):
         update, reset_hidden, reset, stats = module.mtlcc_ln_gru_gates_forward(
-            gates, hidden, scale, offset, epsilon=epsilon
+            projected, recurrent, hidden, scale, offset, epsilon=epsilon
         )
 
         def gradient(grad_update, grad_reset_hidden):
             grad_update = tf.zeros_like(update) if grad_update is None else grad_update
             if grad_reset_hidden is None:
                 grad_reset_hidden = tf.zeros_like(reset_hidden)
-            return module.mtlcc_ln_gru_gates_backward(
-                grad_update, grad_reset_hidden, gates, hidden, scale, reset, update, stats
-            )
+            grad_gates, *rest = module.mtlcc_ln_gru_gates_backward(
+                grad_update, grad_reset_hidden, projected, recurrent, hidden, scale, reset,
+                update, stats,
+            )  # fmt: skip
+            # gates = projected + recurrent: both get the gates' gradient.
+            return (grad_gates, grad_gates, *rest)
 
         return (update, reset_hidden), gradient
 
-    return fused(gates, hidden, *_tensors(scale, offset))
+    return fused(projected, recurrent, hidden, *_tensors(scale, offset))
 
 
 def ln_gru_output(
-    candidate: tf.Tensor,
+    projected: tf.Tensor,
+    recurrent: tf.Tensor,
     hidden: tf.Tensor,
     update: tf.Tensor,
     scale: tf.Tensor,
@@ -162,10 +174,13 @@ def ln_gru_output(
 ) -> tf.Tensor:
     """The new state of a layer-normalised ConvGRU step, fused (CPU only).
 
-    u * h + (1 - u) * tanh(LN(candidate)), as `ConvGRUCell.step` with normalisation.
+    u * h + (1 - u) * tanh(LN(candidate)), as `ConvGRUCell.step` with normalisation, from the
+    candidate pre-activation candidate = projected + recurrent, summed in float32 inside the
+    kernel.
 
     Args:
-        candidate: [batch, height, width, filters] float32 candidate pre-activation.
+        projected: [batch, height, width, filters] float32 or bfloat16, the input's part.
+        recurrent: Shaped and typed like `projected`, the convolution of r * h.
         hidden: [batch, height, width, filters] float32, the previous state h.
         update: The update gate u from `ln_gru_gates`.
         scale: [filters] per-channel scale of the normalised candidate.
@@ -173,24 +188,26 @@ def ln_gru_output(
         epsilon: Added to the variance.
 
     Returns:
-        The new hidden state, [batch, height, width, filters].
+        The new hidden state, [batch, height, width, filters] float32.
     """
     module = loaded()
 
     @tf.custom_gradient
-    def fused(candidate, hidden, update, scale, offset):
+    def fused(projected, recurrent, hidden, update, scale, offset):
         new_hidden, tanh_candidate, stats = module.mtlcc_ln_gru_output_forward(
-            candidate, hidden, update, scale, offset, epsilon=epsilon
+            projected, recurrent, hidden, update, scale, offset, epsilon=epsilon
         )
 
         def gradient(grad_new_hidden):
-            return module.mtlcc_ln_gru_output_backward(
-                grad_new_hidden, candidate, hidden, update, scale, tanh_candidate, stats
-            )
+            grad_candidate, *rest = module.mtlcc_ln_gru_output_backward(
+                grad_new_hidden, projected, recurrent, hidden, update, scale, tanh_candidate,
+                stats,
+            )  # fmt: skip
+            return (grad_candidate, grad_candidate, *rest)
 
         return new_hidden, gradient
 
-    return fused(candidate, hidden, update, *_tensors(scale, offset))
+    return fused(projected, recurrent, hidden, update, *_tensors(scale, offset))
 
 
 def reflect_pad(inputs: tf.Tensor, border: int) -> tf.Tensor:

@@ -516,29 +516,45 @@ class LnLstmBackwardOp : public OpKernel {
 // ---------------------------------------------------------------------------------------------
 // ConvGRU: two kernels, because the candidate's convolution needs r * h between them.
 
-// Inputs: gates [b, h, w, 2f] (reset, update), hidden, gate_scale, gate_offset [2f].
+// Checks that the two parts of a pre-activation, projected and recurrent, have one shape.
+absl::Status CheckParts(const char* op, const Tensor& projected, const Tensor& recurrent) {
+  if (recurrent.shape() != projected.shape()) {
+    return InvalidArgument(op, ": projected and recurrent parts must have one shape, got ",
+                           projected.shape().DebugString(), " and ",
+                           recurrent.shape().DebugString());
+  }
+  return absl::OkStatus();
+}
+
+// Inputs: projected, recurrent [b, h, w, 2f] of type T (reset, update; the gate
+// pre-activations are their sum), hidden, gate_scale, gate_offset [2f].
 // Outputs: update u, reset_hidden r * h, reset r, stats.
+template <typename T>
 class LnGruGatesForwardOp : public EpsilonOpKernel {
  public:
   using EpsilonOpKernel::EpsilonOpKernel;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& gates = context->input(0);
-    const Tensor& hidden = context->input(1);
+    const Tensor& projected = context->input(0);
+    const Tensor& recurrent = context->input(1);
+    const Tensor& hidden = context->input(2);
+    OP_REQUIRES_OK(context, CheckParts("MtlccLnGruGatesForward", projected, recurrent));
+    const Tensor& gates = projected;
     Dims dims;
     OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruGatesForward", gates, kGruGates, {&hidden},
-                                        {&context->input(2), &context->input(3)}, {}, &dims));
+                                        {&context->input(3), &context->input(4)}, {}, &dims));
     const int64_t p = dims.pixels, f = dims.filters, g = kGruGates * f;
     Tensor *update, *reset_hidden, *reset, *stats;
     OP_REQUIRES_OK(context, Allocate(context,
                                      {hidden.shape(), hidden.shape(), hidden.shape(),
                                       TensorShape({dims.batch, 2 * kGruGates})},
                                      {&update, &reset_hidden, &reset, &stats}));
-    const float* scale = context->input(2).flat<float>().data();
-    const float* offset = context->input(3).flat<float>().data();
+    const float* scale = context->input(3).flat<float>().data();
+    const float* offset = context->input(4).flat<float>().data();
 
     ForEachSample(context, dims, g, [&](int64_t b) {
-      const float* z = At(gates, b, p * g);
+      std::vector<float> gate_sum;
+      const float* z = GateSum<T>(projected, recurrent, b, p * g, &gate_sum);
       const float* h = At(hidden, b, p * f);
       float* u = At(update, b, p * f);
       float* rh = At(reset_hidden, b, p * f);
@@ -557,8 +573,10 @@ class LnGruGatesForwardOp : public EpsilonOpKernel {
   }
 };
 
-// Inputs: grad_update, grad_reset_hidden, gates, hidden, gate_scale, reset, update, stats.
-// Outputs: grad_gates, grad_hidden, grad_gate_scale, grad_gate_offset.
+// Inputs: grad_update, grad_reset_hidden, projected, recurrent (type T), hidden, gate_scale,
+// reset, update, stats. Outputs: grad_gates (type T: the gradient of both projected and
+// recurrent), grad_hidden, grad_gate_scale, grad_gate_offset.
+template <typename T>
 class LnGruGatesBackwardOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -566,16 +584,19 @@ class LnGruGatesBackwardOp : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor& grad_update = context->input(0);
     const Tensor& grad_reset_hidden = context->input(1);
-    const Tensor& gates = context->input(2);
-    const Tensor& hidden = context->input(3);
-    const Tensor& reset = context->input(5);
-    const Tensor& update = context->input(6);
-    const Tensor& stats = context->input(7);
+    const Tensor& projected = context->input(2);
+    const Tensor& recurrent = context->input(3);
+    const Tensor& hidden = context->input(4);
+    const Tensor& reset = context->input(6);
+    const Tensor& update = context->input(7);
+    const Tensor& stats = context->input(8);
+    OP_REQUIRES_OK(context, CheckParts("MtlccLnGruGatesBackward", projected, recurrent));
+    const Tensor& gates = projected;
     Dims dims;
     OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruGatesBackward", gates, kGruGates,
                                         {&grad_update, &grad_reset_hidden, &hidden, &reset,
                                          &update},
-                                        {&context->input(4)}, {}, &dims));
+                                        {&context->input(5)}, {}, &dims));
     OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, 2 * kGruGates}),
                 InvalidArgument("stats must be [batch, ", 2 * kGruGates, "]"));
     const int64_t n = dims.batch, p = dims.pixels, f = dims.filters, g = kGruGates * f;
@@ -585,17 +606,18 @@ class LnGruGatesBackwardOp : public OpKernel {
                                       TensorShape({g})},
                                      {&grad_gates, &grad_hidden, &grad_scale, &grad_offset}));
     ParameterGradients parameters(n, g);
-    const float* scale = context->input(4).flat<float>().data();
+    const float* scale = context->input(5).flat<float>().data();
 
     ForEachSample(context, dims, g, [&](int64_t b) {
       const float* du = At(grad_update, b, p * f);
       const float* drh = At(grad_reset_hidden, b, p * f);
-      const float* z = At(gates, b, p * g);
+      std::vector<float> gate_sum, grad_buffer;
+      const float* z = GateSum<T>(projected, recurrent, b, p * g, &gate_sum);
       const float* h = At(hidden, b, p * f);
       const float* r = At(reset, b, p * f);
       const float* u = At(update, b, p * f);
       const float* stat = At(stats, b, 2 * kGruGates);
-      float* dz = At(grad_gates, b, p * g);
+      float* dz = GradTarget<T>(grad_gates, b, p * g, &grad_buffer);
       float* dh = At(grad_hidden, b, p * f);
       NormBackward norm(kGruGates, f, stat, scale, parameters.scale(b), parameters.offset(b));
       Array z_factor, z_shift;
@@ -611,35 +633,42 @@ class LnGruGatesBackwardOp : public OpKernel {
         norm.Add(0, g, dzi, z_hat.data(), dzi);
       }
       norm.Apply(p, z, dz);
+      StoreGrad<T>(dz, grad_gates, b, p * g);
     });
     parameters.Sum(grad_scale, grad_offset);
   }
 };
 
-// Inputs: candidate [b, h, w, f], hidden, update, scale, offset [f].
+// Inputs: projected, recurrent [b, h, w, f] of type T (the candidate is their sum), hidden,
+// update, scale, offset [f].
 // Outputs: new hidden u * h + (1 - u) * tanh(LN(candidate)), tanh_candidate, stats.
+template <typename T>
 class LnGruOutputForwardOp : public EpsilonOpKernel {
  public:
   using EpsilonOpKernel::EpsilonOpKernel;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& candidate = context->input(0);
-    const Tensor& hidden = context->input(1);
-    const Tensor& update = context->input(2);
+    const Tensor& projected = context->input(0);
+    const Tensor& recurrent = context->input(1);
+    const Tensor& hidden = context->input(2);
+    const Tensor& update = context->input(3);
+    OP_REQUIRES_OK(context, CheckParts("MtlccLnGruOutputForward", projected, recurrent));
+    const Tensor& candidate = projected;
     Dims dims;
     OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruOutputForward", candidate, 1,
                                         {&hidden, &update},
-                                        {&context->input(3), &context->input(4)}, {}, &dims));
+                                        {&context->input(4), &context->input(5)}, {}, &dims));
     const int64_t p = dims.pixels, f = dims.filters;
     Tensor *new_hidden, *tanh_candidate, *stats;
     OP_REQUIRES_OK(context, Allocate(context,
                                      {hidden.shape(), hidden.shape(), TensorShape({dims.batch, 2})},
                                      {&new_hidden, &tanh_candidate, &stats}));
-    const float* scale = context->input(3).flat<float>().data();
-    const float* offset = context->input(4).flat<float>().data();
+    const float* scale = context->input(4).flat<float>().data();
+    const float* offset = context->input(5).flat<float>().data();
 
     ForEachSample(context, dims, f, [&](int64_t b) {
-      const float* c = At(candidate, b, p * f);
+      std::vector<float> candidate_sum;
+      const float* c = GateSum<T>(projected, recurrent, b, p * f, &candidate_sum);
       const float* h = At(hidden, b, p * f);
       const float* u = At(update, b, p * f);
       float* hn = At(new_hidden, b, p * f);
@@ -658,23 +687,28 @@ class LnGruOutputForwardOp : public EpsilonOpKernel {
   }
 };
 
-// Inputs: grad_new_hidden, candidate, hidden, update, scale, tanh_candidate, stats.
-// Outputs: grad_candidate, grad_hidden, grad_update, grad_scale, grad_offset.
+// Inputs: grad_new_hidden, projected, recurrent (type T), hidden, update, scale,
+// tanh_candidate, stats. Outputs: grad_candidate (type T: the gradient of both parts),
+// grad_hidden, grad_update, grad_scale, grad_offset.
+template <typename T>
 class LnGruOutputBackwardOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& grad_new_hidden = context->input(0);
-    const Tensor& candidate = context->input(1);
-    const Tensor& hidden = context->input(2);
-    const Tensor& update = context->input(3);
-    const Tensor& tanh_candidate = context->input(5);
-    const Tensor& stats = context->input(6);
+    const Tensor& projected = context->input(1);
+    const Tensor& recurrent = context->input(2);
+    const Tensor& hidden = context->input(3);
+    const Tensor& update = context->input(4);
+    const Tensor& tanh_candidate = context->input(6);
+    const Tensor& stats = context->input(7);
+    OP_REQUIRES_OK(context, CheckParts("MtlccLnGruOutputBackward", projected, recurrent));
+    const Tensor& candidate = projected;
     Dims dims;
     OP_REQUIRES_OK(context, CheckShapes("MtlccLnGruOutputBackward", candidate, 1,
                                         {&grad_new_hidden, &hidden, &update, &tanh_candidate},
-                                        {&context->input(4)}, {}, &dims));
+                                        {&context->input(5)}, {}, &dims));
     OP_REQUIRES(context, stats.shape() == TensorShape({dims.batch, 2}),
                 InvalidArgument("stats must be [batch, 2]"));
     const int64_t n = dims.batch, p = dims.pixels, f = dims.filters;
@@ -685,16 +719,17 @@ class LnGruOutputBackwardOp : public OpKernel {
                                      {&grad_candidate, &grad_hidden, &grad_update, &grad_scale,
                                       &grad_offset}));
     ParameterGradients parameters(n, f);
-    const float* scale = context->input(4).flat<float>().data();
+    const float* scale = context->input(5).flat<float>().data();
 
     ForEachSample(context, dims, f, [&](int64_t b) {
       const float* dhn = At(grad_new_hidden, b, p * f);
-      const float* c = At(candidate, b, p * f);
+      std::vector<float> candidate_sum, grad_buffer;
+      const float* c = GateSum<T>(projected, recurrent, b, p * f, &candidate_sum);
       const float* h = At(hidden, b, p * f);
       const float* u = At(update, b, p * f);
       const float* t = At(tanh_candidate, b, p * f);
       const float* stat = At(stats, b, 2);
-      float* dc = At(grad_candidate, b, p * f);
+      float* dc = GradTarget<T>(grad_candidate, b, p * f, &grad_buffer);
       float* dh = At(grad_hidden, b, p * f);
       float* du = At(grad_update, b, p * f);
       NormBackward norm(1, f, stat, scale, parameters.scale(b), parameters.offset(b));
@@ -711,6 +746,7 @@ class LnGruOutputBackwardOp : public OpKernel {
         norm.Add(0, f, dci, c_hat.data(), dci);
       }
       norm.Apply(p, c, dc);
+      StoreGrad<T>(dc, grad_candidate, b, p * f);
     });
     parameters.Sum(grad_scale, grad_offset);
   }
@@ -907,68 +943,78 @@ REGISTER_OP("MtlccLnLstmBackward")
     .Doc("Gradient of MtlccLnLstmForward.");
 
 REGISTER_OP("MtlccLnGruGatesForward")
-    .Input("gates: float")
+    .Input("projected: T")
+    .Input("recurrent: T")
     .Input("hidden: float")
     .Input("gate_scale: float")
     .Input("gate_offset: float")
     .Attr("epsilon: float")
+    .Attr("T: {float, bfloat16}")
     .Output("update: float")
     .Output("reset_hidden: float")
     .Output("reset: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      return Shapes(c, {4, 4, 1, 1}, {{0, 1}, {1, 1}, {2, 1}}, 3, 2 * kGruGates);
+      return Shapes(c, {4, 4, 4, 1, 1}, {{0, 2}, {1, 2}, {2, 2}}, 3, 2 * kGruGates);
     })
-    .Doc("Layer-normalised ConvGRU gates: update u, r * h (mtlcc_tf.ops).");
+    .Doc("Layer-normalised ConvGRU gates from the pre-activations projected + recurrent, "
+         "summed in float: update u, r * h (mtlcc_tf.ops).");
 
 REGISTER_OP("MtlccLnGruGatesBackward")
     .Input("grad_update: float")
     .Input("grad_reset_hidden: float")
-    .Input("gates: float")
+    .Input("projected: T")
+    .Input("recurrent: T")
     .Input("hidden: float")
     .Input("gate_scale: float")
     .Input("reset: float")
     .Input("update: float")
     .Input("stats: float")
-    .Output("grad_gates: float")
+    .Attr("T: {float, bfloat16}")
+    .Output("grad_gates: T")
     .Output("grad_hidden: float")
     .Output("grad_gate_scale: float")
     .Output("grad_gate_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      return Shapes(c, {4, 4, 4, 4, 1, 4, 4, 2}, {{0, 2}, {1, 3}, {2, 4}, {3, 4}});
+      return Shapes(c, {4, 4, 4, 4, 4, 1, 4, 4, 2}, {{0, 2}, {1, 4}, {2, 5}, {3, 5}});
     })
     .Doc("Gradient of MtlccLnGruGatesForward.");
 
 REGISTER_OP("MtlccLnGruOutputForward")
-    .Input("candidate: float")
+    .Input("projected: T")
+    .Input("recurrent: T")
     .Input("hidden: float")
     .Input("update: float")
     .Input("scale: float")
     .Input("offset: float")
     .Attr("epsilon: float")
+    .Attr("T: {float, bfloat16}")
     .Output("new_hidden: float")
     .Output("tanh_candidate: float")
     .Output("stats: float")
     .SetShapeFn([](InferenceContext* c) {
-      return Shapes(c, {4, 4, 4, 1, 1}, {{0, 1}, {1, 1}}, 2, 2);
+      return Shapes(c, {4, 4, 4, 4, 1, 1}, {{0, 2}, {1, 2}}, 2, 2);
     })
-    .Doc("u * h + (1 - u) * tanh(LN(candidate)), the ConvGRU's new state (mtlcc_tf.ops).");
+    .Doc("u * h + (1 - u) * tanh(LN(candidate)), the candidate being projected + recurrent "
+         "summed in float: the ConvGRU's new state (mtlcc_tf.ops).");
 
 REGISTER_OP("MtlccLnGruOutputBackward")
     .Input("grad_new_hidden: float")
-    .Input("candidate: float")
+    .Input("projected: T")
+    .Input("recurrent: T")
     .Input("hidden: float")
     .Input("update: float")
     .Input("scale: float")
     .Input("tanh_candidate: float")
     .Input("stats: float")
-    .Output("grad_candidate: float")
+    .Attr("T: {float, bfloat16}")
+    .Output("grad_candidate: T")
     .Output("grad_hidden: float")
     .Output("grad_update: float")
     .Output("grad_scale: float")
     .Output("grad_offset: float")
     .SetShapeFn([](InferenceContext* c) {
-      return Shapes(c, {4, 4, 4, 4, 1, 4, 2}, {{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 4}});
+      return Shapes(c, {4, 4, 4, 4, 4, 1, 4, 2}, {{0, 1}, {1, 3}, {2, 4}, {3, 5}, {4, 5}});
     })
     .Doc("Gradient of MtlccLnGruOutputForward.");
 
@@ -999,13 +1045,16 @@ REGISTER_KERNEL_BUILDER(Name("MtlccReflectPadGrad").Device(tensorflow::DEVICE_CP
 MTLCC_REGISTER_LSTM(float)
 MTLCC_REGISTER_LSTM(Eigen::bfloat16)
 #undef MTLCC_REGISTER_LSTM
-REGISTER_KERNEL_BUILDER(Name("MtlccLnGruGatesForward").Device(tensorflow::DEVICE_CPU),
-                        LnGruGatesForwardOp);
-REGISTER_KERNEL_BUILDER(Name("MtlccLnGruGatesBackward").Device(tensorflow::DEVICE_CPU),
-                        LnGruGatesBackwardOp);
-REGISTER_KERNEL_BUILDER(Name("MtlccLnGruOutputForward").Device(tensorflow::DEVICE_CPU),
-                        LnGruOutputForwardOp);
-REGISTER_KERNEL_BUILDER(Name("MtlccLnGruOutputBackward").Device(tensorflow::DEVICE_CPU),
-                        LnGruOutputBackwardOp);
+#define MTLCC_REGISTER_GRU(NAME, OP)                                                        \
+  REGISTER_KERNEL_BUILDER(Name(NAME).Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"), \
+                          OP<float>);                                                         \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name(NAME).Device(tensorflow::DEVICE_CPU).TypeConstraint<Eigen::bfloat16>("T"),         \
+      OP<Eigen::bfloat16>);
+MTLCC_REGISTER_GRU("MtlccLnGruGatesForward", LnGruGatesForwardOp)
+MTLCC_REGISTER_GRU("MtlccLnGruGatesBackward", LnGruGatesBackwardOp)
+MTLCC_REGISTER_GRU("MtlccLnGruOutputForward", LnGruOutputForwardOp)
+MTLCC_REGISTER_GRU("MtlccLnGruOutputBackward", LnGruOutputBackwardOp)
+#undef MTLCC_REGISTER_GRU
 
 }  // namespace mtlcc
