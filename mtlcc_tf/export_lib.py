@@ -288,15 +288,23 @@ def load(export_dir: str):
     are available (a SavedModel exported with `fused_kernels` needs them).
 
     Raises:
-      ValueError: the SavedModel needs the fused kernels and they are not available here.
+      ValueError: the SavedModel needs the fused kernels and they are not available here, or
+        it holds fused ops of another mtlcc_tf version than this one's.
     """
-    if ops.available():
+    available = ops.available()
+    if available:
         ops.loaded()  # registers the kernels' ops with TensorFlow
     try:
         return tf.saved_model.load(export_dir)
     except (tf.errors.NotFoundError, ValueError) as error:
         if "Mtlcc" not in str(error):
             raise
+        if available:
+            raise ValueError(
+                f"{export_dir}: exported with the fused kernels of another mtlcc_tf version, "
+                f"whose ops differ from this version's ({error}); export it again from its model "
+                "directory (mtlcc_tf.export --fused_kernels)"
+            ) from error
         raise ValueError(
             f"{export_dir}: exported with fused kernels (mtlcc_tf.export --fused_kernels), which "
             "are not available on this machine (they need x86-64 Linux and a C++ compiler; see "

@@ -249,7 +249,8 @@ def test_bfloat16_export_serves_in_bfloat16_and_says_so(tiny_trained_model, tmp_
 def test_fused_kernels_export_serves_the_same_and_says_so(exported, tmp_path, monkeypatch):
     """fused_kernels=True keeps mtlcc_tf's ops in the graph (a portable export has none), serves
     the same probabilities through `export_lib.load`, and says so in its metadata; where the
-    kernels are missing, export refuses and load names the file and the remedy."""
+    kernels are missing, export refuses and load names the file and the remedy; where they are
+    here but differ from the SavedModel's (an older version), load says that instead."""
     from mtlcc_tf import ops
 
     if not ops.available():
@@ -277,3 +278,17 @@ def test_fused_kernels_export_serves_the_same_and_says_so(exported, tmp_path, mo
     monkeypatch.setattr(tf.saved_model, "load", unregistered)
     with pytest.raises(ValueError, match=r"fused.*export it again without --fused_kernels"):
         export_lib.load(fused_dir)
+
+    # Kernels here, but the SavedModel holds an older version's ops (other inputs).
+    def mismatched(path):
+        raise ValueError(
+            "NodeDef expected inputs 'float, float' do not match 4 inputs for "
+            "{{node MtlccGruGates}}"
+        )
+
+    monkeypatch.setattr(ops, "available", lambda: True)
+    monkeypatch.setattr(ops, "loaded", lambda: None)
+    monkeypatch.setattr(tf.saved_model, "load", mismatched)
+    with pytest.raises(ValueError, match=r"another mtlcc_tf version.*export it again") as raised:
+        export_lib.load(fused_dir)
+    assert fused_dir in str(raised.value) and "not available" not in str(raised.value)
