@@ -166,7 +166,7 @@ def augment(features: dict, seed: tf.Tensor) -> dict:
         value = tf.cond(
             flip_left_right > 0, lambda: tf.reverse(value, [image_axes[1]]), lambda: value
         )
-        return _rotate(value, quarter_turns, image_axes)
+        return rotate(value, quarter_turns, image_axes)
 
     out = dict(features)
     for key in ("inputs", "cloud_mask"):
@@ -175,14 +175,21 @@ def augment(features: dict, seed: tf.Tensor) -> dict:
     return out
 
 
-def _rotate(value: tf.Tensor, quarter_turns: tf.Tensor, axes: tuple[int, int]) -> tf.Tensor:
-    """Rotates by quarter_turns x 90 degrees in the plane of `axes` (transpose + flip each)."""
+def rotate(value: tf.Tensor, quarter_turns, axes: tuple[int, int]) -> tf.Tensor:
+    """Rotates by quarter_turns x 90 degrees in the plane of `axes` (transpose + flip each).
+
+    `quarter_turns` is a Python int (0-3; one branch is traced) or an int32 tensor.
+    """
     permutation = list(range(len(value.shape)))
     permutation[axes[0]], permutation[axes[1]] = permutation[axes[1]], permutation[axes[0]]
 
     def turn(v):
         return tf.reverse(tf.transpose(v, permutation), [axes[0]])
 
+    if isinstance(quarter_turns, int):
+        for _ in range(quarter_turns % 4):
+            value = turn(value)
+        return value
     return tf.switch_case(
         quarter_turns,
         [
@@ -192,6 +199,31 @@ def _rotate(value: tf.Tensor, quarter_turns: tf.Tensor, axes: tuple[int, int]) -
             lambda: turn(turn(turn(value))),
         ],
     )
+
+
+# The eight symmetries of a square as (quarter turns, left-right flip first), ordered so that
+# the first 2 and the first 4 are groups of their own without a transpose (non-square tiles too):
+# identity, left-right flip, 180 degree turn, up-down flip, then the four with a transpose.
+VIEWS = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
+VIEW_COUNTS = (1, 2, 4, 8)
+
+
+def view(value: tf.Tensor, index: int, axes: tuple[int, int]) -> tf.Tensor:
+    """`value` seen in `VIEWS[index]`: flipped left-right (along `axes[1]`) if so, then turned."""
+    quarter_turns, flip = VIEWS[index]
+    value = tf.convert_to_tensor(value)
+    if flip:
+        value = tf.reverse(value, [axes[1]])
+    return rotate(value, quarter_turns, axes)
+
+
+def unview(value: tf.Tensor, index: int, axes: tuple[int, int]) -> tf.Tensor:
+    """The inverse of `view`: a map computed in `VIEWS[index]` back in the original frame."""
+    quarter_turns, flip = VIEWS[index]
+    value = rotate(tf.convert_to_tensor(value), -quarter_turns % 4, axes)
+    if flip:
+        value = tf.reverse(value, [axes[1]])
+    return value
 
 
 def _flatten_time(value: tf.Tensor) -> tf.Tensor:

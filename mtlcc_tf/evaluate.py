@@ -46,6 +46,14 @@ _SKIP_CORRUPT = flags.DEFINE_bool(
     "skip_corrupt", False, "Skip unreadable records (each is logged) instead of failing."
 )
 _LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Progress line every this many tiles.")
+_TEST_TIME_VIEWS = flags.DEFINE_enum(
+    "test_time_views",
+    "1",
+    ["1", "2", "4", "8"],
+    "Average the softmax over this many views of each tile (test-time augmentation): 1 (off, "
+    "the original), 2 (and left-right flipped), 4 (all flips), 8 (flips and 90 degree "
+    "rotations; square tiles). Costs that many model runs.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -100,6 +108,7 @@ def main(argv: list[str]) -> None:
                 "step": model_restore.checkpoint_step(checkpoint),
             },
             log_every=_LOG_EVERY.value,
+            views=int(_TEST_TIME_VIEWS.value),
         )
     except (FileNotFoundError, ValueError) as error:
         # DatasetError and ClassMismatchError are ValueErrors; their messages name the files.

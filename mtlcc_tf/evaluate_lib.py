@@ -41,6 +41,7 @@ def evaluate(
     metadata: Mapping[str, Any] | None = None,
     on_tile: Callable[[tile_predictions.TileResult], None] | None = None,
     log_every: int = 50,
+    views: int = 1,
 ) -> dict[str, Any]:
     """Evaluates `model` on a partition and, with `out_dir`, writes the evaluation files.
 
@@ -60,11 +61,12 @@ def evaluate(
       metadata: extra JSON-ready entries for the summary (e.g. checkpoint path and step).
       on_tile: called with every TileResult, e.g. to collect per-tile statistics in the same pass.
       log_every: progress line every this many tiles.
+      views: test-time views averaged per tile (`tile_predictions.viewed_probabilities`).
 
     Returns:
       `metrics.summarize`'s dict (overall_accuracy, kappa, macro_f1, weighted_f1, miou,
-      per_class, num_pixels) plus num_tiles, class_ids, class_names, confusion_matrix, data and
-      the `metadata` entries.
+      per_class, num_pixels) plus num_tiles, class_ids, class_names, confusion_matrix, data,
+      test_time_views and the `metadata` entries.
 
     Raises:
       tile_predictions.ClassMismatchError: the model's classes and the dataset's disagree.
@@ -76,12 +78,12 @@ def evaluate(
             class_table, dataset_classes, dataset_source=f"{data_config.root}/classes.txt"
         )
     return score_tiles(
-        tile_predictions.predict_tiles(model, data_config, log_every=log_every),
+        tile_predictions.predict_tiles(model, data_config, log_every=log_every, views=views),
         data_config,
         dataset_classes,
         out_dir=out_dir,
         write_images=write_images,
-        metadata=metadata,
+        metadata={"test_time_views": views, **(metadata or {})},
         on_tile=on_tile,
     )
 
@@ -196,6 +198,11 @@ def _report_header(summary: Mapping[str, Any]) -> str:
         f"- observations per tile: {data['temporal_samples'] or 'all'}; "
         f"cloud injection: {data['cloud_injection']} (seed {data['seed']})",
     ]
+    if summary.get("test_time_views", 1) > 1:
+        lines.append(
+            f"- test-time views: softmax averaged over {summary['test_time_views']} flips / "
+            "rotations of each tile"
+        )
     if "checkpoint" in summary:
         lines.append(f"- checkpoint: `{summary['checkpoint']}` (step {summary.get('step')})")
     if "baseline" in summary:  # classical_lib's per-pixel classifier instead of a model

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline import dataset_root, input_pipeline, records
+from data_pipeline import dataset_root, input_pipeline, records, transforms
 from data_pipeline.data_config import DataConfig
 
 TILE_COLUMNS = (
@@ -197,8 +197,51 @@ def _tileid(tileid: bytes, source: str) -> str:
     return name
 
 
+def check_views(views: int) -> int:
+    """`views` if it is a number of test-time views `predict_tiles` takes; else ValueError."""
+    if views not in transforms.VIEW_COUNTS:
+        raise ValueError(
+            f"test-time views must be one of {transforms.VIEW_COUNTS} (flips, then 90 degree "
+            f"rotations), got {views}"
+        )
+    return views
+
+
+def viewed_probabilities(model: keras.Model, inputs, sequence_length, views: int = 1):
+    """Softmax of `model`'s logits, averaged over the first `views` of `transforms.VIEWS`.
+
+    Each view (a flip and/or a quarter turn) of the tiles goes through the model and its
+    probabilities are turned back before the average: test-time augmentation with the
+    symmetries the model was trained under (`--augment`). 8 views need square tiles.
+
+    Args:
+      model: see `predict_tiles`.
+      inputs: float [batch, time, height, width, channels].
+      sequence_length: int [batch].
+      views: 1 (the tiles as they are), 2, 4 (flips) or 8 (flips and rotations).
+
+    Returns:
+      float32 [batch, height, width, num_classes].
+    """
+    check_views(views)
+    if views == 8:
+        height, width = inputs.shape[2], inputs.shape[3]
+        if height is not None and width is not None and height != width:
+            raise ValueError(f"8 test-time views need square tiles, got {height} x {width}")
+    sequence_length = tf.convert_to_tensor(sequence_length)
+    total = None
+    for index in range(views):
+        viewed = transforms.view(inputs, index, (2, 3))
+        logits = model({"inputs": viewed, "sequence_length": sequence_length}, training=False)
+        probabilities = transforms.unview(
+            tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), index, (1, 2)
+        )
+        total = probabilities if total is None else total + probabilities
+    return total / float(views)
+
+
 def predict_tiles(
-    model: keras.Model, data_config: DataConfig, log_every: int = 50
+    model: keras.Model, data_config: DataConfig, log_every: int = 50, views: int = 1
 ) -> Iterator[TileResult]:
     """Runs `model` over every tile of `data_config`'s partition, yielding one TileResult each.
 
@@ -210,13 +253,15 @@ def predict_tiles(
         logits [batch, H, W, num_classes].
       data_config: what to read; must have `training=False` (training data repeats forever).
       log_every: log progress (tiles and tiles/s) every this many tiles; 0 turns it off.
+      views: test-time views averaged per tile (`viewed_probabilities`); 1 predicts once.
 
     Raises:
-      ValueError: a training config.
+      ValueError: a training config, or a number of views it does not take.
       ClassMismatchError: the model's number of classes differs from the dataset's classes.txt.
     """
     if data_config.training:
         raise ValueError("predict_tiles needs DataConfig(training=False): training data repeats")
+    check_views(views)
     split = input_pipeline.list_split_files(data_config)
     sections = section_names(data_config, split)
     num_classes = split.classes.num_classes
@@ -230,8 +275,7 @@ def predict_tiles(
 
     @tf.function(reduce_retracing=True)
     def predict_step(inputs, sequence_length):
-        logits = model({"inputs": inputs, "sequence_length": sequence_length}, training=False)
-        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return viewed_probabilities(model, inputs, sequence_length, views)
 
     start = time.perf_counter()
     num_tiles = 0

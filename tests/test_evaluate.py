@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import dataset_root, input_pipeline, records
+from data_pipeline import dataset_root, input_pipeline, records, transforms
 from data_pipeline.data_config import DataConfig
 from mtlcc_tf import evaluate_lib, images, model_dir, model_restore, models, tile_predictions
 from mtlcc_tf.model_config import ModelConfig
@@ -207,12 +207,16 @@ def test_entry_point(tmp_path):
     write_random_root(root, num_tiles=4, pix10=6, nobs=3)
     make_model_dir(directory, root, step=3)
     # Defaults: the training's dataset root, the best checkpoint falling back to the last one.
-    done = run_module("mtlcc_tf.evaluate", f"--model_dir={directory}", f"--out_dir={out_dir}")
+    done = run_module(
+        "mtlcc_tf.evaluate", f"--model_dir={directory}", f"--out_dir={out_dir}",
+        "--test_time_views=2",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tiles/s" in done.stderr
     with open(os.path.join(out_dir, "metrics.json")) as handle:
         written = json.load(handle)
     assert written["step"] == 3 and written["checkpoint"].endswith("ckpt-3")
+    assert written["test_time_views"] == 2
     with open(os.path.join(out_dir, "tiles.csv")) as handle:
         rows = list(csv.DictReader(handle))
     assert [row["tileid"] for row in rows] == ["1", "3"]
@@ -258,3 +262,52 @@ def test_restored_model_predicts_like_the_trained_one(tmp_path):
     restored, _ = model_restore.restore_model(directory, "last")
     expected = evaluate_lib.evaluate(model, eval_config(root))["overall_accuracy"]
     assert evaluate_lib.evaluate(restored, eval_config(root))["overall_accuracy"] == expected
+
+
+def test_test_time_views_average_the_views_by_hand_and_make_predictions_equivariant(tmp_path):
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=[2, 3, 6, 6, 15]).astype(np.float32)
+    sequence_length = np.array([3, 2], np.int32)
+
+    def softmax(x):
+        logits = model({"inputs": x, "sequence_length": sequence_length}, training=False)
+        return tf.nn.softmax(logits).numpy()
+
+    np.testing.assert_allclose(
+        tile_predictions.viewed_probabilities(model, inputs, sequence_length).numpy(),
+        softmax(inputs),
+        atol=1e-6,
+    )
+    by_hand = np.zeros_like(softmax(inputs))
+    for quarter_turns, flip in transforms.VIEWS:
+        viewed = np.flip(inputs, 3) if flip else inputs
+        probabilities = np.rot90(softmax(np.rot90(viewed, quarter_turns, (2, 3)).copy()),
+                                 -quarter_turns, (1, 2))  # fmt: skip
+        by_hand += np.flip(probabilities, 2) if flip else probabilities
+    averaged = tile_predictions.viewed_probabilities(model, inputs, sequence_length, 8).numpy()
+    np.testing.assert_allclose(averaged, by_hand / 8, atol=1e-5)
+    np.testing.assert_allclose(averaged.sum(-1), 1.0, atol=1e-5)
+    # Averaged over all 8, a turned tile gets the turned map (not so for a single view).
+    turned = np.rot90(inputs, 1, (2, 3)).copy()
+    of_turned = tile_predictions.viewed_probabilities(model, turned, sequence_length, 8).numpy()
+    np.testing.assert_allclose(of_turned, np.rot90(averaged, 1, (1, 2)), atol=1e-5)
+    assert not np.allclose(softmax(turned), np.rot90(softmax(inputs), 1, (1, 2)), atol=1e-3)
+
+    with pytest.raises(ValueError, match="one of"):
+        tile_predictions.check_views(3)
+    with pytest.raises(ValueError, match="square"):
+        tile_predictions.viewed_probabilities(model, inputs[:, :, :4], sequence_length, 8)
+    flips = tile_predictions.viewed_probabilities(model, inputs[:, :, :4], sequence_length, 4)
+    assert flips.shape == (2, 4, 6, CLASSES.num_classes)
+
+    root = str(tmp_path / "root")
+    write_random_root(root, num_tiles=4, pix10=6, nobs=3)
+    out_dir = str(tmp_path / "out")
+    summary = evaluate_lib.evaluate(
+        model, eval_config(root, batch_size=2), out_dir=out_dir, views=4
+    )
+    assert summary["test_time_views"] == 4
+    with open(os.path.join(out_dir, "report.md")) as handle:
+        assert "softmax averaged over 4 flips" in handle.read()
+    assert evaluate_lib.evaluate(model, eval_config(root))["test_time_views"] == 1

@@ -134,3 +134,30 @@ def test_augment_moves_labels_masks_and_inputs_together(tile_features):
         assert sorted(eager["labels"].ravel()) == list(range(144))
         outcomes.add(eager["labels"].tobytes())
     assert len(outcomes) >= 6  # flips and rotations give up to 8 distinct orientations
+
+
+def _numpy_view(value: np.ndarray, index: int, axes: tuple[int, int]) -> np.ndarray:
+    """transforms.VIEWS[index] written with numpy: flip along axes[1], then turn (np.rot90)."""
+    quarter_turns, flip = transforms.VIEWS[index]
+    if flip:
+        value = np.flip(value, axes[1])
+    return np.rot90(value, quarter_turns, axes)
+
+
+def test_views_are_the_eight_symmetries_and_unview_inverts_them():
+    value = np.arange(2 * 3 * 5 * 5 * 2, dtype=np.float32).reshape(2, 3, 5, 5, 2)
+    seen = set()
+    for index in range(8):
+        viewed = transforms.view(tf.constant(value), index, (2, 3)).numpy()
+        np.testing.assert_array_equal(viewed, _numpy_view(value, index, (2, 3)))
+        graph = tf.function(lambda v, index=index: transforms.view(v, index, (2, 3)))(value)
+        np.testing.assert_array_equal(graph.numpy(), viewed)
+        np.testing.assert_array_equal(transforms.unview(viewed, index, (2, 3)).numpy(), value)
+        seen.add(viewed.tobytes())
+    assert len(seen) == 8
+    # The first 4 views never transpose, so they keep a non-square shape.
+    wide = tf.zeros([1, 2, 3, 7, 1])
+    assert all(transforms.view(wide, i, (2, 3)).shape == wide.shape for i in range(4))
+    # rotate takes a tensor too (augment's random turns), with the same result.
+    turned = transforms.rotate(tf.constant(value), tf.constant(3), (2, 3)).numpy()
+    np.testing.assert_array_equal(turned, np.rot90(value, 3, (2, 3)))
