@@ -31,7 +31,11 @@ _CLASSICAL = flags.DEFINE_multi_string(
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every row runs once per seed.")
 _PARTITIONS = flags.DEFINE_list(
-    "partitions", ["test", "eval"], "Partitions to evaluate on (train, test, eval)."
+    "partitions",
+    ["test", "eval"],
+    "Partitions to evaluate on (train, test, eval); 'eval_views8' evaluates the trained models "
+    "with 8 test-time views (2, 4, 8; mtlcc_tf.evaluate --test_time_views). An entry added to a "
+    "finished experiment is evaluated without training again.",
 )
 _FOLD = flags.DEFINE_integer("fold", 0, "Fold of the train/test partitions.", lower_bound=0)
 _TRAIN_FLAGFILE = flags.DEFINE_string(

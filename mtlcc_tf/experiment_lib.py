@@ -6,12 +6,17 @@ several partitions. Every run is its own process (`mtlcc_tf.train`, then `mtlcc_
 `mtlcc_tf.classical`), so one crash names its run and the others' results stay. A run whose
 `run.json` exists is done and skipped: rerunning the same command resumes an experiment.
 
+A partition entry is a partition ('train', 'test', 'eval') or a partition with test-time views,
+'eval_views8': the trained models evaluated with `mtlcc_tf.evaluate --test_time_views=8`, the
+classical baselines (per pixel, so unchanged by flips and rotations) as on 'eval'. An entry added
+to a finished experiment is evaluated on its own, without training again.
+
 Layout of `out_dir`:
     models/<variant>/seed_<s>/      model directory (deep) or output folder (classical)
         run.json                    command, seconds, parameters; written when the run is done;
                                     an optional "note" (e.g. where a reused run came from) is
                                     carried into the report
-        evaluation/<partition>/     metrics.json, report.md, ... of each partition
+        evaluation/<entry>/         metrics.json, report.md, ... of each partition entry
     results.json, results.md, per_class_f1.png   the aggregate (`experiment_report`)
 """
 
@@ -36,6 +41,23 @@ TRAINED = "train"
 CLASSICAL = "classical"
 RUN_FILE = "run.json"
 HEADLINE_KEYS = ("overall_accuracy", "kappa", "macro_f1")
+PARTITIONS = ("train", "test", "eval")
+VIEWS_SUFFIX = "_views"
+
+
+def parse_partition(entry: str) -> tuple[str, int]:
+    """'eval' -> ('eval', 1); 'eval_views8' -> ('eval', 8): the partition and its test-time views.
+
+    Raises:
+        ValueError: not a partition, or a number of views `mtlcc_tf.evaluate` does not take.
+    """
+    partition, separator, views = entry.partition(VIEWS_SUFFIX)
+    if partition not in PARTITIONS or (separator and views not in ("2", "4", "8")):
+        raise ValueError(
+            f"partition {entry!r}: use train, test or eval, optionally with test-time views "
+            "(e.g. eval_views8; 2, 4 or 8 views)"
+        )
+    return partition, int(views) if views else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +93,8 @@ class Experiment:
         variants: The rows.
         seeds: Each seed is a run per variant: `--seed` and `--data_seed` of training, `--seed`
             of a classical baseline.
-        partitions: Partitions every run is evaluated on ('train', 'test', 'eval').
+        partitions: Partition entries every run is evaluated on ('train', 'test', 'eval', each
+            optionally with test-time views: 'eval_views8'; see `parse_partition`).
         train_flagfile: Flagfile every trained variant starts from (its flags come after).
         train_args: Flags appended to every trained variant (e.g. a shorter run for a test).
         classical_args: Flags appended to every classical variant.
@@ -96,9 +119,10 @@ class Experiment:
             raise ValueError(f"variant names must be unique, got {names}")
         if not self.seeds:
             raise ValueError("an experiment needs at least one seed")
-        unknown = set(self.partitions) - {"train", "test", "eval"}
-        if unknown or not self.partitions:
+        if not self.partitions or len(set(self.partitions)) != len(self.partitions):
             raise ValueError(f"partitions {list(self.partitions)}: use train, test and/or eval")
+        for entry in self.partitions:
+            parse_partition(entry)
         if self.train_flagfile and not os.path.isfile(self.train_flagfile):
             raise ValueError(f"{self.train_flagfile}: training flagfile not found")
         if not os.path.isfile(os.path.join(self.datadir, "dataset.ini")):
@@ -121,7 +145,7 @@ def commands(experiment: Experiment, variant: Variant, seed: int) -> list[list[s
                 "mtlcc_tf.classical",
                 f"--datadir={experiment.datadir}",
                 f"--fold={experiment.fold}",
-                f"--partitions={','.join(experiment.partitions)}",
+                f"--partitions={','.join(_classical_partitions(experiment))}",
                 f"--out_dir={os.path.join(directory, 'evaluation')}",
                 f"--seed={seed}",
                 *variant.args,
@@ -141,19 +165,34 @@ def commands(experiment: Experiment, variant: Variant, seed: int) -> list[list[s
         *variant.args,
         *experiment.train_args,
     ]
-    evaluations = [
-        [
-            *python,
-            "mtlcc_tf.evaluate",
-            f"--model_dir={directory}",
-            f"--datadir={experiment.datadir}",
-            f"--partition={partition}",
-            f"--fold={experiment.fold}",
-            f"--out_dir={os.path.join(directory, 'evaluation', partition)}",
-        ]
-        for partition in experiment.partitions
+    return [train, *(evaluation(experiment, directory, entry) for entry in experiment.partitions)]
+
+
+def evaluation(experiment: Experiment, directory: str, entry: str) -> list[str]:
+    """The `mtlcc_tf.evaluate` process of a trained run for one partition entry."""
+    partition, views = parse_partition(entry)
+    return [
+        sys.executable,
+        "-m",
+        "mtlcc_tf.evaluate",
+        f"--model_dir={directory}",
+        f"--datadir={experiment.datadir}",
+        f"--partition={partition}",
+        f"--fold={experiment.fold}",
+        f"--out_dir={os.path.join(directory, 'evaluation', entry)}",
+        *([f"--test_time_views={views}"] if views > 1 else []),
     ]
-    return [train, *evaluations]
+
+
+def _classical_partitions(experiment: Experiment) -> list[str]:
+    """The partitions behind the entries, once each, in order (views change no pixel's class)."""
+    partitions = [parse_partition(entry)[0] for entry in experiment.partitions]
+    return list(dict.fromkeys(partitions))
+
+
+def _metrics_path(experiment: Experiment, variant: Variant, seed: int, entry: str) -> str:
+    folder = parse_partition(entry)[0] if variant.kind == CLASSICAL else entry
+    return os.path.join(run_dir(experiment, variant, seed), "evaluation", folder, "metrics.json")
 
 
 def _parameter_count(model_dir: str) -> int | None:
@@ -199,6 +238,23 @@ def execute(
         if os.path.isfile(record_path):
             with open(record_path, encoding="utf-8") as handle:
                 records.append(json.load(handle))
+            missing = [
+                entry
+                for entry in experiment.partitions
+                if not os.path.isfile(_metrics_path(experiment, variant, seed, entry))
+            ]
+            if missing:
+                # A trained run evaluates the new entries; a classical one fits and scores again.
+                logging.info(
+                    "[%d/%d] %s seed %d: done before; evaluating %s",
+                    index, total, variant.name, seed, ",".join(missing),
+                )  # fmt: skip
+                steps = [evaluation(experiment, directory, entry) for entry in missing]
+                if variant.kind == CLASSICAL:
+                    steps = commands(experiment, variant, seed)
+                for command in steps:
+                    runner(command, os.path.join(directory, "log.txt"))
+                continue
             logging.info(
                 "[%d/%d] %s seed %d: done before, skipped", index, total, variant.name, seed
             )
@@ -252,11 +308,16 @@ def _run_process(command: list[str], log_path: str) -> None:
         )
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """{"mean", "std" (sample; 0 for one value), "n"} of `values`."""
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """{"mean", "std" (sample; 0 for one value), "n", "values"} of `values`.
+
+    "values" keeps each value in the order given (per seed, in the row's "seeds" order), so that
+    a spread can be traced to the run behind it.
+    """
+    values = [float(value) for value in values]
     mean = sum(values) / len(values)
     variance = sum((value - mean) ** 2 for value in values) / max(len(values) - 1, 1)
-    return {"mean": mean, "std": math.sqrt(variance), "n": len(values)}
+    return {"mean": mean, "std": math.sqrt(variance), "n": len(values), "values": values}
 
 
 def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -279,12 +340,7 @@ def aggregate(experiment: Experiment, records: Sequence[dict[str, Any]]) -> dict
         for partition in experiment.partitions:
             summaries = []
             for run in runs:
-                path = os.path.join(
-                    run_dir(experiment, variant, run["seed"]),
-                    "evaluation",
-                    partition,
-                    "metrics.json",
-                )
+                path = _metrics_path(experiment, variant, run["seed"], partition)
                 with open(path, encoding="utf-8") as handle:
                     summaries.append(json.load(handle))
             names = list(summaries[0]["per_class"])

@@ -7,12 +7,19 @@ import os
 from typing import Any
 
 from data_pipeline import files
+from mtlcc_tf import experiment_lib
 
 
 def cell(statistics: dict[str, float], digits: int = 3) -> str:
     if statistics["n"] > 1:
         return f"{statistics['mean']:.{digits}f} ± {statistics['std']:.{digits}f}"
     return f"{statistics['mean']:.{digits}f}"
+
+
+def _partition_title(entry: str) -> str:
+    """'eval' -> 'eval tiles'; 'eval_views8' -> 'eval tiles, 8 test-time views'."""
+    partition, views = experiment_lib.parse_partition(entry)
+    return f"{partition} tiles" + (f", {views} test-time views" if views > 1 else "")
 
 
 def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
@@ -32,7 +39,7 @@ def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
         rows = [row for row in results["rows"] if partition in row["partitions"]]
         pixels = rows[0]["partitions"][partition]["num_pixels"] if rows else 0
         lines += [
-            f"## {partition} tiles ({pixels:,} labelled pixels)",
+            f"## {_partition_title(partition)} ({pixels:,} labelled pixels)",
             "",
             "| variant | OA | kappa | macro F1 | train s | parameters | flags |",
             "|---|---|---|---|---|---|---|",
@@ -52,7 +59,7 @@ def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
     if rows:
         names = list(rows[0]["partitions"][last]["per_class_f1"])
         lines += [
-            f"## Per-class F1 on the {last} tiles",
+            f"## Per-class F1 on the {_partition_title(last)}",
             "",
             "| class | " + " | ".join(row["variant"] for row in rows) + " |",
             "|---|" + "---|" * len(rows),
@@ -61,12 +68,40 @@ def markdown(results: dict[str, Any], command: str, hardware_line: str) -> str:
             cells = [cell(row["partitions"][last]["per_class_f1"][name], 2) for row in rows]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _per_seed_lines(results)
     notes = [(row["variant"], note) for row in results["rows"] for note in row.get("notes", [])]
     if notes:
         lines += ["## Notes on runs", ""]
         lines += [f"- {variant}, {note}" for variant, note in notes]
         lines.append("")
     return "\n".join(lines)
+
+
+def _per_seed_lines(results: dict[str, Any]) -> list[str]:
+    """A table of each seed's OA and macro F1 for the variants run with several seeds."""
+    rows = [row for row in results["rows"] if len(row["seeds"]) > 1]
+    if not rows:
+        return []
+    lines = [
+        "## Per seed",
+        "",
+        "OA / macro F1 of each run (per-class values per seed are in results.json, `values`).",
+        "",
+        "| variant | tiles | seed: OA / macro F1 |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        for partition, metrics in row["partitions"].items():
+            accuracies = metrics["overall_accuracy"].get("values")
+            scores = metrics["macro_f1"].get("values")
+            text = "-"  # results written before the per-seed values were kept
+            if accuracies and scores:
+                text = "; ".join(
+                    f"{seed}: {oa:.3f} / {f1:.3f}"
+                    for seed, oa, f1 in zip(row["seeds"], accuracies, scores, strict=True)
+                )
+            lines.append(f"| {row['variant']} | {partition} | {text} |")
+    return [*lines, ""]
 
 
 def plot_per_class_f1(results: dict[str, Any], partition: str, path: str) -> None:
@@ -96,7 +131,7 @@ def plot_per_class_f1(results: dict[str, Any], partition: str, path: str) -> Non
     axes.set_xticklabels(names, rotation=60, ha="right")
     axes.set_ylabel("F1")
     axes.set_ylim(0, 1)
-    axes.set_title(f"Per-class F1 on the {partition} tiles")
+    axes.set_title(f"Per-class F1 on the {_partition_title(partition)}")
     axes.legend(fontsize=8, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -79,6 +79,11 @@ def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
     accuracy = results["rows"][0]["partitions"]["test"]["overall_accuracy"]
     assert accuracy["mean"] == pytest.approx(0.6) and accuracy["n"] == 2
     assert accuracy["std"] == pytest.approx(0.1414, abs=1e-4)
+    # Each seed's figure is kept, in the row's seed order, beside the summary.
+    assert results["rows"][0]["seeds"] == [0, 1]
+    assert accuracy["values"] == pytest.approx([0.5, 0.7])
+    per_class = results["rows"][0]["partitions"]["test"]["per_class_f1"]
+    assert all(stats["values"] == pytest.approx([0.5, 0.7]) for stats in per_class.values())
     # Run again: both runs are done, nothing is started.
     runner_again, calls_again = _fake_runner({0: 0.0, 1: 0.0})
     assert len(experiment_lib.execute(experiment, runner_again)) == 2 and not calls_again
@@ -96,6 +101,44 @@ def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
     text = open(paths[1], encoding="utf-8").read()
     assert "0.600 ± 0.141" in text and "| maize |" in text
     assert "- small, seed 1: copied from elsewhere" in text
+    assert "| small | test | 0: 0.500 / 0.125; 1: 0.700 / 0.175 |" in text
+
+
+def test_views_entries_evaluate_finished_runs_again_without_training(root, tmp_path):
+    assert experiment_lib.parse_partition("eval") == ("eval", 1)
+    assert experiment_lib.parse_partition("test_views8") == ("test", 8)
+    for bad in ("eval_views3", "eval_views", "valid_views8"):
+        with pytest.raises(ValueError, match="test-time views"):
+            experiment_lib.parse_partition(bad)
+    variant = experiment_lib.parse_variant("small --convrnn_filters=2", "train")
+    first = experiment_lib.Experiment(
+        datadir=root, out_dir=str(tmp_path / "out"), variants=(variant,), seeds=(0,),
+        partitions=("test",),
+    )  # fmt: skip
+    runner, calls = _fake_runner({0: 0.5})
+    experiment_lib.execute(first, runner)
+    assert len(calls) == 2
+    # The same finished run with views added: only the new entry is evaluated, with its views.
+    viewed = experiment_lib.Experiment(**{**first.__dict__, "partitions": ("test", "test_views8")})
+    runner, calls = _fake_runner({0: 0.6})
+    records = experiment_lib.execute(viewed, runner)
+    (command,) = calls
+    assert "mtlcc_tf.evaluate" in command and "--test_time_views=8" in command
+    assert "--partition=test" in command
+    assert any(arg.endswith(os.path.join("evaluation", "test_views8")) for arg in command)
+    results = experiment_lib.aggregate(viewed, records)
+    partitions = results["rows"][0]["partitions"]
+    assert partitions["test"]["overall_accuracy"]["mean"] == pytest.approx(0.5)
+    assert partitions["test_views8"]["overall_accuracy"]["mean"] == pytest.approx(0.6)
+    text = experiment_report.markdown(results, "cmd", "cpu")
+    assert "## test tiles, 8 test-time views (100 labelled pixels)" in text
+    assert "## Per-class F1 on the test tiles, 8 test-time views" in text
+    # A classical row is per pixel: it is fitted on the partitions once and read for every entry.
+    classical = experiment_lib.parse_variant("rf --variant=masked", "classical")
+    (fit,) = experiment_lib.commands(viewed, classical, 0)
+    assert "--partitions=test" in fit
+    with pytest.raises(ValueError, match="partitions"):
+        experiment_lib.Experiment(**{**first.__dict__, "partitions": ("test", "test")}).validate()
 
 
 def test_a_failed_run_names_its_command_and_log(root, tmp_path):
@@ -120,7 +163,8 @@ def test_bad_experiments_are_refused(root, tmp_path):
         ({"variants": ()}, "at least one variant"),
         ({"variants": (variant, variant)}, "unique"),
         ({"seeds": ()}, "at least one seed"),
-        ({"partitions": ("validation",)}, "partitions"),
+        ({"partitions": ("validation",)}, "partition"),
+        ({"partitions": ("eval_views5",)}, "test-time views"),
         ({"datadir": str(tmp_path / "none")}, "dataset.ini"),
         ({"train_flagfile": str(tmp_path / "none.flags")}, "flagfile not found"),
     ):
