@@ -137,6 +137,12 @@ flags.DEFINE_float(
     "Weight each class in the loss by (its share of training pixels)^-P, mean 1 per pixel; "
     "0: off (the original), 0.5: inverse square-root frequency, 1: inverse frequency.",
 )
+flags.DEFINE_float(
+    "ema_decay",
+    0.0,
+    "Validate, and keep as the best checkpoint, an exponential moving average of the weights "
+    "with this decay per step (e.g. 0.999); 0: off, the weights themselves (the original).",
+)
 flags.DEFINE_enum("schedule", "constant", list(train_config.SCHEDULES), "Learning rate schedule.")
 flags.DEFINE_integer("warmup_steps", 0, "Linear learning rate warm-up steps.", lower_bound=0)
 flags.DEFINE_float("decay_rate", 0.5, "Exponential schedule: factor per --decay_steps.")
@@ -279,6 +285,7 @@ def configs_from_flags(values: flags.FlagValues, num_classes: int):
         weight_decay=values.weight_decay,
         clipnorm=_optional(values.clipnorm),
         class_weight_power=values.class_weight_power,
+        ema_decay=values.ema_decay,
         schedule=values.schedule,
         warmup_steps=values.warmup_steps,
         decay_rate=values.decay_rate,

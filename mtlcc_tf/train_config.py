@@ -26,6 +26,9 @@ class TrainConfig:
         class_weight_power: Weight each class's pixels in the loss by (its share of the
             training pixels)^-power, normalised to a mean of 1 per pixel: 0 is plain
             cross-entropy (the original), 0.5 inverse square-root frequency, 1 inverse frequency.
+        ema_decay: Validate and keep as the best checkpoint an exponential moving average of
+            the weights with this decay per step (`weight_average`); 0: off (the original),
+            the model's own weights.
         schedule: 'constant', 'cosine' (to 0 at the last step) or 'exponential'.
         warmup_steps: Linear warm-up from 0 over this many steps (cosine and exponential).
         decay_rate: Factor per `decay_steps` of the exponential schedule.
@@ -54,6 +57,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clipnorm: float | None = None
     class_weight_power: float = 0.0
+    ema_decay: float = 0.0
     schedule: str = "constant"
     warmup_steps: int = 0
     decay_rate: float = 0.5
@@ -79,7 +83,13 @@ class TrainConfig:
 
         require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         require(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
-        for field in ("learning_rate", "adam_epsilon", "weight_decay", "class_weight_power"):
+        for field in (
+            "learning_rate",
+            "adam_epsilon",
+            "weight_decay",
+            "class_weight_power",
+            "ema_decay",
+        ):
             require(math.isfinite(getattr(self, field)), field, "must be a finite number")
         require(self.clipnorm is None or math.isfinite(self.clipnorm), "clipnorm", "must be finite")
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -92,6 +102,7 @@ class TrainConfig:
         )
         require(self.clipnorm is None or self.clipnorm > 0, "clipnorm", "must be > 0 or None")
         require(self.class_weight_power >= 0, "class_weight_power", "must be >= 0")
+        require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
         for field in ("decay_steps", "steps_per_epoch", "train_steps", "eval_every"):

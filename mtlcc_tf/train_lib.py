@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -25,6 +26,7 @@ from mtlcc_tf import (
     profiling,
     summaries,
     train_steps,
+    weight_average,
 )
 from mtlcc_tf import model_dir as model_dir_lib
 from mtlcc_tf.model_config import ModelConfig
@@ -211,6 +213,18 @@ def train_and_evaluate(
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
+def _check_weight_average(path: str, averaged: bool) -> None:
+    """Refuses to resume a run with the weight average switched on or off (ValueError)."""
+    names = {name for name, _ in tf.train.list_variables(path)}
+    had = any(name.startswith("weight_average/") for name in names)
+    if had != averaged:
+        raise ValueError(
+            f"{path}: the run was started {'with' if had else 'without'} a weight average "
+            f"(--ema_decay); resume it {'with' if had else 'without'} one, or use a new "
+            "--model_dir"
+        )
+
+
 def _train_loop(
     strategy,
     model_config,
@@ -241,6 +255,11 @@ def _train_loop(
             train_config, learning_rate, runtime_config.precision
         )
         optimizer.build(model.trainable_variables)
+        averages = (
+            weight_average.WeightAverage(model.trainable_variables, train_config.ema_decay)
+            if train_config.ema_decay
+            else None
+        )
         step = tf.Variable(
             0,
             dtype=tf.int64,
@@ -258,9 +277,11 @@ def _train_loop(
         eval_data, strategy, train_config.max_eval_batches, eval_split
     )
     panel_tiles = train_steps.panel_tiles(eval_data, train_config.num_image_tiles, eval_split)
-    checkpoint = model_restore.model_checkpoint(
-        model, optimizer=optimizer, step=step, iterator=iterator
-    )
+    # The weight average (if any) travels with the optimizer state: resumed, not evaluated.
+    state = {"optimizer": optimizer, "step": step}
+    if averages is not None:
+        state["weight_average"] = averages
+    checkpoint = model_restore.model_checkpoint(model, iterator=iterator, **state)
     last_manager, best_manager = fault_tolerance.checkpoint_managers(
         model_dir,
         strategy,
@@ -268,7 +289,9 @@ def _train_loop(
         model_restore.model_checkpoint(model, step=step),
         train_config.keep_checkpoints,
     )
-    without_input = model_restore.model_checkpoint(model, optimizer=optimizer, step=step)
+    without_input = model_restore.model_checkpoint(model, **state)
+    if last_manager.latest_checkpoint:
+        _check_weight_average(last_manager.latest_checkpoint, averages is not None)
     resumed = fault_tolerance.resume(
         model_dir, strategy, last_manager, checkpoint, without_input, restore_input_position
     )
@@ -292,7 +315,10 @@ def _train_loop(
         train_confusion,
         step,
         runtime_config.jit_compile,
-        train_steps.loss_class_weights(census, train_config.class_weight_power, class_names),
+        class_weights=train_steps.loss_class_weights(
+            census, train_config.class_weight_power, class_names
+        ),
+        weight_average=averages,
     )
     eval_function = train_steps.make_eval_function(strategy, model, eval_confusion)
     writers = summaries.Writers(model_dir, chief)
@@ -301,6 +327,11 @@ def _train_loop(
     progress = summaries.Progress(total_steps, initial_step, train_data.batch_size)
 
     def run_evaluation(current: int) -> dict | None:
+        # With a weight average, the model validates (and is saved as the best) with it.
+        with averages.swapped() if averages is not None else contextlib.nullcontext():
+            return validate(current)
+
+    def validate(current: int) -> dict | None:
         nonlocal best_kappa
         summary, matrix = evaluate(eval_function, eval_dataset, eval_confusion, class_names)
         if panel_tiles is not None:

@@ -75,13 +75,16 @@ def make_train_function(
     confusion,
     step: tf.Variable,
     jit_compile: bool,
+    *,
     class_weights=None,
+    weight_average=None,
 ) -> Callable:
     """A tf.function: (iterator, stop_requested) -> (global mean loss, any worker stopping).
 
     The stop flags are summed over replicas, so that all workers of a multi-worker run leave
     the loop at the same step when one of them receives SIGTERM. `class_weights` (optional,
-    [num_classes] floats) weight the training loss per class.
+    [num_classes] floats) weight the training loss per class; `weight_average` (optional, a
+    `weight_average.WeightAverage`) is updated after every step.
     """
     gradients_fn = functools.partial(compute_loss_and_gradients, class_weights=class_weights)
     if jit_compile:
@@ -95,6 +98,8 @@ def make_train_function(
     def train_function(iterator: Iterator, stop_requested: tf.Tensor):
         batch = distribute.split_stacked(strategy, next(iterator))
         losses, stops = strategy.run(replica_fn, args=(batch, stop_requested))
+        if weight_average is not None:
+            weight_average.update()
         step.assign_add(1)
         loss = strategy.reduce("SUM", losses, axis=None)
         return loss, strategy.reduce("SUM", stops, axis=None) > 0

@@ -72,8 +72,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
         ModelConfig(num_classes=4, convrnn_filters=4),
         DataConfig(root=root, batch_size=2, temporal_samples=4),
         DataConfig(root=root, partition="test", batch_size=2, training=False),
-        TrainConfig(train_steps=2, num_image_tiles=1),
+        TrainConfig(train_steps=2, num_image_tiles=1, ema_decay=0.9),
         RuntimeConfig(strategy="mirrored"), model_dir, strategy=mirrored_strategy)
+    last = tf.train.latest_checkpoint(model_dir + "/checkpoints")
+    average_updates = int(tf.train.load_checkpoint(last).get_tensor(
+        "weight_average/updates/.ATTRIBUTES/VARIABLE_VALUE"))
     print(json.dumps({
         "losses": [default[0], mirrored[0]],
         "same_initial_weights": bool((default[1] == mirrored[1]).all()),
@@ -81,6 +84,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "weight_change": float(np.abs(default[2] - default[1]).max()),
         "confusions_equal": bool((default[3] == mirrored[3]).all()),
         "step": result.step, "num_pixels": result.validation["num_pixels"],
+        "average_updates": average_updates,
     }))
     """
 )
@@ -157,6 +161,7 @@ def test_mirrored_two_cpus_matches_the_default_strategy(tmp_path):
     assert result["weight_change"] > 1e-4 and result["max_weight_difference"] < 1e-6
     assert result["confusions_equal"]
     assert result["step"] == 2 and result["num_pixels"] > 0
+    assert result["average_updates"] == 2  # a weight average trains under the mirrored strategy
 
 
 def run_workers(root: str, model_dir: str, train_steps: int, logs_dir) -> list[str]:

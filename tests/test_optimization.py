@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
-from mtlcc_tf import optimization
+from mtlcc_tf import optimization, weight_average
 from mtlcc_tf.train_config import TrainConfig
 
 
@@ -29,3 +30,32 @@ def test_optimizers_take_their_settings_and_only_float16_scales_the_loss():
     assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
     sgd = optimization.create_optimizer(TrainConfig(optimizer="sgd"), 0.1, "float32")
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+
+
+def test_weight_average_follows_the_weights_and_swaps_them_in_and_back():
+    kernel = keras.Variable(np.array([1.0, 2.0], np.float32))
+    bias = keras.Variable(np.array(4.0, np.float32))
+    average = weight_average.WeightAverage([kernel, bias], decay=0.5)
+    kernel.assign([3.0, 6.0])
+    average.update()  # the first update copies the weights
+    np.testing.assert_allclose(average.averages[0].numpy(), [3.0, 6.0])
+    kernel.assign([14.0, 17.0])
+    bias.assign(15.0)
+    average.update()  # then decay min(0.5, 1 / 11): 1/11 of the old average, 10/11 of the new
+    expected_kernel = np.array([3.0, 6.0]) / 11 + np.array([14.0, 17.0]) * 10 / 11
+    np.testing.assert_allclose(average.averages[0].numpy(), expected_kernel, rtol=1e-6)
+    np.testing.assert_allclose(average.averages[1].numpy(), 4.0 / 11 + 150.0 / 11, rtol=1e-6)
+    for _ in range(200):
+        average.update()  # towards the weights, at 0.5 per step once n / (n + 10) passes it
+    np.testing.assert_allclose(average.averages[0].numpy(), [14.0, 17.0], rtol=1e-6)
+    assert int(average.updates.numpy()) == 202
+    kernel.assign([-1.0, -1.0])
+    held = average.averages[0].numpy().copy()
+    with average.swapped():
+        np.testing.assert_array_equal(kernel.numpy(), held)
+    np.testing.assert_array_equal(kernel.numpy(), [-1.0, -1.0])
+    np.testing.assert_array_equal(average.averages[0].numpy(), held)
+    with pytest.raises(ValueError, match="decay"):
+        weight_average.WeightAverage([kernel], decay=1.0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0).validate()

@@ -211,6 +211,44 @@ def test_validation_during_training_equals_evaluate_on_the_last_checkpoint(root,
         assert summary[key] == pytest.approx(result.validation[key], abs=1e-9), key
 
 
+def test_a_weight_average_is_validated_kept_as_the_best_checkpoint_and_resumed(root, tmp_path):
+    # One epoch of 3 steps: a single validation, at step 3, so the best checkpoint is step 3's.
+    configs = tiny_configs(root, train_steps=3, steps_per_epoch=3, ema_decay=0.5)
+    model_dir = str(tmp_path / "run")
+    result = train_lib.train_and_evaluate(*configs, model_dir)
+    best, _ = model_restore.restore_model(model_dir, "best")
+    last, _ = model_restore.restore_model(model_dir, "last")
+    # The last checkpoint holds the trained weights and their average; the best one holds the
+    # average as the model's weights, and that is what was validated.
+    path = model_dir_lib.checkpoint_path(model_dir, "last")
+    reader = tf.train.load_checkpoint(path)
+    averages = {
+        int(name.split("/")[2]): reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(path)
+        if name.startswith("weight_average/averages/")
+    }
+    assert reader.get_tensor("weight_average/updates/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    assert len(averages) == len(best.trainable_weights) > 0
+    differs = []
+    for index, (averaged, trained) in enumerate(
+        zip(best.trainable_weights, last.trainable_weights, strict=True)
+    ):
+        np.testing.assert_array_equal(averaged.numpy(), averages[index], err_msg=averaged.path)
+        differs.append(not np.array_equal(averaged.numpy(), trained.numpy()))
+    assert any(differs)
+    summary = evaluate_lib.evaluate(best, configs[2])
+    for key in ("num_pixels", "overall_accuracy", "kappa"):
+        assert summary[key] == pytest.approx(result.validation[key], abs=1e-9), key
+    # Resumed, the average goes on from the checkpoint's.
+    resumed = tiny_configs(root, train_steps=4, steps_per_epoch=3, ema_decay=0.5)
+    assert train_lib.train_and_evaluate(*resumed, model_dir).initial_step == 3
+    reader = tf.train.load_checkpoint(model_dir_lib.checkpoint_path(model_dir, "last"))
+    assert reader.get_tensor("weight_average/updates/.ATTRIBUTES/VARIABLE_VALUE") == 4
+    # Switching it off (or on) for a resumed run is refused, naming the flag.
+    with pytest.raises(ValueError, match=r"started with a weight average \(--ema_decay\)"):
+        train_lib.train_and_evaluate(*tiny_configs(root, train_steps=5), model_dir)
+
+
 def test_non_finite_loss_raises_naming_the_step(root, tmp_path, monkeypatch):
     build = train_lib.create_model
 
@@ -280,9 +318,9 @@ def test_class_weights_come_from_the_training_labels(root, tmp_path, monkeypatch
     seen = []
     make = train_steps.make_train_function
 
-    def recording(*args):
-        seen.append(args[-1])
-        return make(*args)
+    def recording(*args, **kwargs):
+        seen.append(kwargs["class_weights"])
+        return make(*args, **kwargs)
 
     monkeypatch.setattr(train_steps, "make_train_function", recording)
     configs = tiny_configs(root, train_steps=1, steps_per_epoch=1, num_image_tiles=0)
