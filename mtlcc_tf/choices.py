@@ -14,7 +14,7 @@ AGGREGATIONS = ("state", "avg_output", "sum_output")
 # Spatial padding of the convolutions (`layers.functional`).
 PADDINGS = ("reflect", "same")
 # Classification heads (`layers.heads`).
-HEAD_KINDS = ("original", "logits")
+HEAD_KINDS = ("original", "logits", "hidden")
 # Channel of the model's inputs that holds day of year / 365
 # (`data_pipeline.transforms.to_model_inputs`).
 DOY_CHANNEL = 13

@@ -54,8 +54,9 @@ class ModelConfig:
         peepholes: LSTM peephole connections (per channel).
         aggr_strat: 'state' (classify the final states), 'avg_output' / 'sum_output' (classify
             every step, average / sum the logits over real steps).
-        head: 'original' (conv without bias + batch norm + leaky ReLU) or 'logits' (conv with
-            bias).
+        head: 'original' (conv without bias + batch norm + leaky ReLU), 'logits' (conv with
+            bias) or 'hidden' (a hidden layer of 64 channels with batch norm and ReLU before the
+            original's block, as a 1x1 conv: a nonlinear per-pixel classifier of the features).
         date_harmonics: Append sin and cos of 2πk·doy/365, k = 1..date_harmonics, to every
             observation inside the model (0: the original's linear doy channel only).
         pixelwise: Per-pixel baseline: 1x1 kernels everywhere and per-pixel normalisation, so

@@ -85,7 +85,13 @@ flags.DEFINE_enum(
     list(model_config.AGGREGATION_STRATEGIES),
     "How the sequence becomes one feature map.",
 )
-flags.DEFINE_enum("head", "original", list(model_config.HEADS), "Classification head.")
+flags.DEFINE_enum(
+    "head",
+    "original",
+    list(model_config.HEADS),
+    "Classification head: 'original' (conv, batch norm, leaky ReLU), 'logits' (one conv), "
+    "'hidden' (a 64-channel hidden layer with ReLU first; not in the original).",
+)
 flags.DEFINE_integer(
     "date_harmonics",
     0,

@@ -320,8 +320,38 @@ def test_stock_encoder_with_mixed_lengths_equals_each_sample_alone():
     np.testing.assert_allclose(batched[:1], encoder(inputs[:1], tf.constant([TIME])), atol=1e-5)
 
 
-def test_head_per_step_batch_statistics_skip_padding_steps():
-    head = ClassificationHead(3)
+def test_hidden_head_fits_what_the_original_head_cannot():
+    # Labels are the XOR of two feature signs: no linear map of the features (the original
+    # head, up to its per-class batch norm) separates them; one hidden layer does.
+    features = np.random.default_rng(0).normal(size=(2, 12, 12, 2)).astype("float32")
+    labels = ((features[..., 0] > 0) != (features[..., 1] > 0)).astype("int32")
+    accuracies = {}
+    for kind in ("original", "hidden"):
+        keras.utils.set_random_seed(0)
+        head = ClassificationHead(2, kernel_size=1, kind=kind, hidden_filters=16)
+        optimizer = keras.optimizers.Adam(0.03)
+        head(features, training=True)
+
+        @tf.function
+        def step(head=head, optimizer=optimizer):
+            with tf.GradientTape() as tape:
+                scores = head(features, training=True)
+                loss = keras.losses.sparse_categorical_crossentropy(labels, scores, True)
+                loss = tf.reduce_mean(loss)
+            gradients = tape.gradient(loss, head.trainable_weights)
+            optimizer.apply_gradients(zip(gradients, head.trainable_weights, strict=True))
+
+        for _ in range(300):
+            step()
+        predicted = np.argmax(head(features, training=False), axis=-1)
+        accuracies[kind] = np.mean(predicted == labels)
+    assert accuracies["hidden"] > 0.95, accuracies
+    assert accuracies["original"] < 0.8, accuracies
+
+
+@pytest.mark.parametrize("kind", ["original", "hidden"])
+def test_head_per_step_batch_statistics_skip_padding_steps(kind):
+    head = ClassificationHead(3, kind=kind)
     features = random_inputs(time=3)
     padded = np.concatenate([features, 100 + random_inputs(seed=4, time=2)], axis=1)
     lengths = tf.constant([3, 3])
@@ -339,6 +369,7 @@ def test_head_per_step_batch_statistics_skip_padding_steps():
         ConvRNNEncoder(FILTERS, cell_type="gru", num_layers=2, aggregation="sum_output"),
         StockConvLSTMEncoder(FILTERS, num_layers=2, bidirectional=False, unroll=True),
         ClassificationHead(5, kernel_size=1, kind="logits", padding="same"),
+        ClassificationHead(5, kind="hidden", hidden_filters=8),
         TemporalPooling("sum"),
     ],
     ids=lambda layer: type(layer).__name__,

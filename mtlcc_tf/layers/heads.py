@@ -13,7 +13,10 @@ class ClassificationHead(keras.layers.Layer):
 
     'original' is the original's `conv_bn_relu`: a convolution without bias, batch
     normalisation (decay 0.9, epsilon 1e-3) and leaky ReLU (slope 0.2). 'logits' is one
-    convolution with bias. Batch normalisation and the output run in float32.
+    convolution with bias. 'hidden' (not in the original) puts a hidden layer first: the
+    convolution maps to `hidden_filters` channels, batch norm and ReLU, then the original's
+    block as a 1x1 convolution; the original's head is linear in the features up to its
+    per-class batch norm. Batch normalisation and the output run in float32.
 
     Call arguments:
         inputs: [batch, height, width, channels], or [batch, time, height, width, channels] to
@@ -28,8 +31,9 @@ class ClassificationHead(keras.layers.Layer):
     Args:
         num_classes: Output channels.
         kernel_size: Side of the square convolution kernel.
-        kind: 'original' or 'logits'.
+        kind: 'original', 'logits' or 'hidden'.
         padding: 'reflect' (the original) or 'same'.
+        hidden_filters: Channels of the 'hidden' head's hidden layer.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class ClassificationHead(keras.layers.Layer):
         kernel_size: int = 3,
         kind: str = "original",
         padding: str = "reflect",
+        hidden_filters: int = 64,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -48,22 +53,41 @@ class ClassificationHead(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.kind = kind
         self.padding = padding
+        self.hidden_filters = hidden_filters
+        self.hidden = self.hidden_norm = None
+        if kind == "hidden":
+            self.hidden = keras.layers.Conv2D(
+                hidden_filters,
+                kernel_size,
+                padding="same" if padding == "same" else "valid",
+                use_bias=False,
+                name="hidden",
+                dtype=self.dtype_policy,
+            )
+            self.hidden_norm = self._batch_norm("hidden_norm")
         self.conv = keras.layers.Conv2D(
             num_classes,
-            kernel_size,
+            1 if kind == "hidden" else kernel_size,
             padding="same" if padding == "same" else "valid",
             use_bias=kind == "logits",
             name="conv",
             dtype=self.dtype_policy,
         )
-        self.batch_norm = None
-        if kind == "original":
-            self.batch_norm = keras.layers.BatchNormalization(
-                momentum=0.9, epsilon=1e-3, name="batch_norm", dtype="float32"
-            )
+        self.batch_norm = None if kind == "logits" else self._batch_norm("batch_norm")
+
+    @staticmethod
+    def _batch_norm(name: str) -> keras.layers.BatchNormalization:
+        return keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-3, name=name, dtype="float32"
+        )
 
     def build(self, inputs_shape, sequence_length_shape=None):
-        self.conv.build((None, None, None, inputs_shape[-1]))
+        channels = inputs_shape[-1]
+        if self.hidden is not None:
+            self.hidden.build((None, None, None, channels))
+            self.hidden_norm.build((None, None, None, self.hidden_filters))
+            channels = self.hidden_filters
+        self.conv.build((None, None, None, channels))
         if self.batch_norm is not None:
             self.batch_norm.build((None, None, None, self.num_classes))
 
@@ -73,13 +97,16 @@ class ClassificationHead(keras.layers.Layer):
         # [frames, height, width, channels]
         frames = tf.reshape(inputs, tf.concat([[-1], shape[-3:]], axis=0)) if per_step else inputs
         padded, _ = spatial_padding(frames, self.kernel_size, self.padding)
+        frame_mask = None
+        if per_step and sequence_length is not None:
+            # [frames, height, width]: batch statistics over real steps only.
+            frame_mask = tf.reshape(tf.sequence_mask(sequence_length, shape[1]), [-1, 1, 1])
+            frame_mask = tf.broadcast_to(frame_mask, tf.shape(frames)[:3])
+        if self.hidden is not None:
+            hidden = self.hidden_norm(self.hidden(padded), training=training, mask=frame_mask)
+            padded = tf.cast(tf.nn.relu(hidden), self.compute_dtype)
         scores = self.conv(padded)
         if self.batch_norm is not None:
-            frame_mask = None
-            if per_step and sequence_length is not None:
-                # [frames, height, width]: statistics over real steps only.
-                frame_mask = tf.reshape(tf.sequence_mask(sequence_length, shape[1]), [-1, 1, 1])
-                frame_mask = tf.broadcast_to(frame_mask, tf.shape(scores)[:3])
             scores = self.batch_norm(scores, training=training, mask=frame_mask)
             scores = tf.nn.leaky_relu(scores, alpha=0.2)
         scores = tf.cast(scores, tf.float32)
@@ -94,6 +121,7 @@ class ClassificationHead(keras.layers.Layer):
             kernel_size=self.kernel_size,
             kind=self.kind,
             padding=self.padding,
+            hidden_filters=self.hidden_filters,
         )
         return config
 
