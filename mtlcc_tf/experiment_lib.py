@@ -14,8 +14,9 @@ to a finished experiment is evaluated on its own, without training again.
 Layout of `out_dir`:
     models/<variant>/seed_<s>/      model directory (deep) or output folder (classical)
         run.json                    command, seconds, parameters; written when the run is done;
-                                    an optional "note" (e.g. where a reused run came from) is
-                                    carried into the report
+                                    an optional "note" (e.g. where a reused run came from, or
+                                    that a run resumed: its train_seconds then sum the attempts,
+                                    from the model's train_time.json) is carried into the report
         evaluation/<entry>/         metrics.json, report.md, ... of each partition entry
     results.json, results.md, per_class_f1.png   the aggregate (`experiment_report`)
 """
@@ -195,6 +196,33 @@ def _metrics_path(experiment: Experiment, variant: Variant, seed: int, entry: st
     return os.path.join(run_dir(experiment, variant, seed), "evaluation", folder, "metrics.json")
 
 
+def _resumed_training_time(model_dir: str, last_attempt: float) -> dict[str, Any]:
+    """The "train_seconds" and "note" of a run that resumed an earlier, interrupted attempt.
+
+    The wall time of the last training process misses the attempts before it; the run's own
+    record (`train_time.json`, written at every checkpoint) sums them.
+    """
+    from mtlcc_tf import model_dir as model_dir_lib
+
+    timed = model_dir_lib.read_train_time(model_dir)
+    if timed is None:
+        return {
+            "note": f"resumed an interrupted run; train_seconds ({last_attempt:.0f}) counts the "
+            "last attempt only (the run has no train_time.json)"
+        }
+    note = (
+        f"resumed an interrupted run: train_seconds sums {timed['attempts']} attempts up to the "
+        f"last checkpoint (the last attempt took {last_attempt:.0f} s)"
+    )
+    if not timed.get("complete", True):
+        note += " (approximate: an attempt resumed from a checkpoint without a time record)"
+    return {
+        "train_seconds": float(timed["seconds"]),
+        "train_attempts": timed["attempts"],
+        "note": note,
+    }
+
+
 def _parameter_count(model_dir: str) -> int | None:
     """Trainable parameters of a trained run's model (None for classical runs)."""
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
@@ -265,6 +293,9 @@ def execute(
             "[%d/%d] %s seed %d: running (log %s)", index, total, variant.name, seed, log_path
         )
         steps = commands(experiment, variant, seed)
+        resumed = variant.kind == TRAINED and os.path.isfile(
+            os.path.join(directory, "checkpoints", "checkpoint")
+        )
         start = time.monotonic()
         seconds = []
         for command in steps:
@@ -281,6 +312,8 @@ def execute(
             "total_seconds": round(time.monotonic() - start, 1),
             "parameters": _parameter_count(directory),
         }
+        if resumed:
+            record.update(_resumed_training_time(directory, record["train_seconds"]))
         files.write_json(record_path, record)
         logging.info(
             "[%d/%d] %s seed %d: done in %.0f s",

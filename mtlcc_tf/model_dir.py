@@ -6,6 +6,8 @@ Layout of a model directory written by `mtlcc_tf.train`:
     flags.txt             resolved flags; `--flagfile=<model_dir>/flags.txt` repeats the run
     checkpoints/          last checkpoints (model, optimizer, step, input position)
     best/                 the checkpoint with the best validation kappa, and its metrics.json
+    validated.json        the last step whose validation finished
+    train_time.json       seconds of training up to the last checkpoint, over every attempt
     train/, validation/   TensorBoard summaries
     workers/worker_<k>/   checkpoints of non-chief workers of a multi-worker run
 """
@@ -29,6 +31,7 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 BEST_METRICS_FILE = "metrics.json"
 VALIDATED_FILE = "validated.json"  # the last step whose validation finished
+TRAIN_TIME_FILE = "train_time.json"  # seconds of training up to the last checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,3 +291,24 @@ def read_validated_step(model_dir: str) -> int | None:
 
 def write_validated_step(model_dir: str, step: int) -> None:
     files.write_json(os.path.join(model_dir, VALIDATED_FILE), {"step": step})
+
+
+def read_train_time(model_dir: str) -> dict[str, Any] | None:
+    """`train_time.json`: {"step", "seconds", "attempts", "complete"}, or None before one.
+
+    "seconds" are the training processes' seconds (from the start of training to a checkpoint
+    save) summed over the `attempts` that led to the checkpoint of "step"; a run resumed from a
+    checkpoint that the file did not cover (an older model directory, a kill between a
+    checkpoint and its record) has "complete" false: its seconds are approximate.
+    """
+    path = os.path.join(model_dir, TRAIN_TIME_FILE)
+    if not files.exists(path):
+        return None
+    record = json.loads(files.read_text(path))
+    if not isinstance(record, dict) or not {"step", "seconds", "attempts"} <= set(record):
+        raise ValueError(f"{path}: not a training time record (step, seconds, attempts)")
+    return record
+
+
+def write_train_time(model_dir: str, record: dict[str, Any]) -> None:
+    files.write_json(os.path.join(model_dir, TRAIN_TIME_FILE), record)

@@ -126,6 +126,7 @@ def train_and_evaluate(
         dataset_root.DatasetError: a missing or malformed dataset root or split.
         FloatingPointError: a non-finite training loss (names the step).
     """
+    started = time.monotonic()  # the training time of this attempt counts from here
     for config in (model_config, train_data, eval_data, train_config, runtime_config):
         config.validate()
     # The strategy first: MultiWorkerMirroredStrategy must precede every other TF op.
@@ -208,9 +209,59 @@ def train_and_evaluate(
             splits,
             record_start,
             restore_input_position=not changes,
+            started=started,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+class TrainClock:
+    """Seconds of training summed over the attempts at a run (`model_dir`/train_time.json).
+
+    A killed run resumes from its last checkpoint, so the time it spent after that checkpoint
+    is lost work; what the run costs is the time up to each checkpoint, over every attempt. The
+    chief records it after every checkpoint save; a resumed attempt starts from the record of
+    its checkpoint's step. Without such a record (a model directory from before this file, a
+    kill between a checkpoint and its record) the sum is approximate and says so ("complete").
+    """
+
+    def __init__(
+        self, model_dir: str, initial_step: int, chief: bool, started: float | None = None
+    ):
+        self._model_dir, self._chief = model_dir, chief
+        self._started = time.monotonic() if started is None else started
+        self._earlier, self._attempts, self._complete = 0.0, 1, True
+        if not initial_step:
+            return
+        record = model_dir_lib.read_train_time(model_dir)
+        if record is not None:
+            self._earlier = float(record["seconds"])
+            self._attempts = int(record["attempts"]) + 1
+            self._complete = bool(record.get("complete", True))
+        if record is None or int(record["step"]) != initial_step:
+            self._complete = False
+            if chief:
+                logging.warning(
+                    "%s has no training time for step %d (%s): the training time it records "
+                    "is approximate from here on (train_time.json: complete false)",
+                    model_dir, initial_step,
+                    "no train_time.json" if record is None else f"it has step {record['step']}",
+                )  # fmt: skip
+
+    def record(self, step: int) -> None:
+        """Writes the training time up to `step` (just checkpointed); on the chief only."""
+        if not self._chief:
+            return
+        seconds = self._earlier + time.monotonic() - self._started
+        model_dir_lib.write_train_time(
+            self._model_dir,
+            {
+                "step": step,
+                "seconds": round(seconds, 1),
+                "attempts": self._attempts,
+                "complete": self._complete,
+            },
+        )
 
 
 def _check_weight_average(path: str, averaged: bool) -> None:
@@ -239,11 +290,13 @@ def _train_loop(
     splits,
     record_start,
     restore_input_position=True,
+    started=None,
 ) -> TrainResult:
     """The loop of `train_and_evaluate`, under the run's precision policy.
 
     Without `restore_input_position` a resumed run restores the model, optimizer and step but
     not the saved input iterator (whose pipeline no longer matches the data settings).
+    `started` is the `time.monotonic()` at which this attempt at the run began.
     """
     chief = distribute.is_chief(strategy)
     with strategy.scope():
@@ -297,6 +350,7 @@ def _train_loop(
     )
     initial_step = int(step.numpy())
     record_start()
+    clock = TrainClock(model_dir, initial_step, chief, started)
     logging.info(
         "%s at step %d of %d (%d per epoch)",
         "resuming" if resumed else "starting",
@@ -408,6 +462,7 @@ def _train_loop(
             if end_of_epoch or (every and current % every == 0) or last_step or stopped:
                 last_manager.save(checkpoint_number=current)
                 last_saved = current
+                clock.record(current)
             if is_validation_step(current) and not stopped:
                 validation = run_evaluation(current)
     profiler.stop()

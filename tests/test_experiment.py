@@ -104,6 +104,48 @@ def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
     assert "| small | test | 0: 0.500 / 0.125; 1: 0.700 / 0.175 |" in text
 
 
+def test_a_resumed_run_reports_the_training_time_of_all_its_attempts(root, tmp_path):
+    from mtlcc_tf import model_dir as model_dir_lib
+
+    experiment = experiment_lib.Experiment(
+        datadir=root,
+        out_dir=str(tmp_path / "out"),
+        variants=(experiment_lib.parse_variant("small --convrnn_filters=2", "train"),),
+        seeds=(0, 1),
+        partitions=("test",),
+    )
+    # Seed 0 was interrupted after its first checkpoint, with its time recorded; seed 1 too,
+    # in a model directory from before train_time.json.
+    for seed in (0, 1):
+        checkpoints = os.path.join(
+            experiment_lib.run_dir(experiment, experiment.variants[0], seed), "checkpoints"
+        )
+        os.makedirs(checkpoints)
+        open(os.path.join(checkpoints, "checkpoint"), "w").close()
+    seed_0 = experiment_lib.run_dir(experiment, experiment.variants[0], 0)
+    model_dir_lib.write_train_time(
+        seed_0, {"step": 10, "seconds": 900.0, "attempts": 1, "complete": True}
+    )
+    runner, _ = _fake_runner({0: 0.5, 1: 0.7})
+
+    def resuming_runner(command, log_path):
+        if "mtlcc_tf.train" in command:
+            directory = os.path.dirname(log_path)
+            if model_dir_lib.read_train_time(directory) is not None:  # the resumed attempt
+                model_dir_lib.write_train_time(
+                    directory, {"step": 20, "seconds": 1800.0, "attempts": 2, "complete": True}
+                )
+        runner(command, log_path)
+
+    records = experiment_lib.execute(experiment, resuming_runner)
+    assert records[0]["train_seconds"] == 1800.0 and records[0]["train_attempts"] == 2
+    assert "sums 2 attempts" in records[0]["note"]
+    assert records[1]["train_seconds"] < 60 and "last attempt only" in records[1]["note"]
+    results = experiment_lib.aggregate(experiment, records)
+    assert results["rows"][0]["train_seconds"]["values"][0] == 1800.0
+    assert any("seed 0: resumed" in note for note in results["rows"][0]["notes"])
+
+
 def test_views_entries_evaluate_finished_runs_again_without_training(root, tmp_path):
     assert experiment_lib.parse_partition("eval") == ("eval", 1)
     assert experiment_lib.parse_partition("test_views8") == ("test", 8)

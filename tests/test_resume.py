@@ -84,6 +84,10 @@ def test_sigkill_then_resume_ends_at_the_same_step(root, tmp_path):
     assert f"resuming at step {killed_at} of 40" in done.stderr
     last = tf.train.latest_checkpoint(checkpoints)
     assert last.endswith("ckpt-40") and saved_step(last) == 40
+    # Two attempts, unless the kill came between the first checkpoint and its time record.
+    timed = model_dir_lib.read_train_time(model_dir)
+    assert timed["step"] == 40 and timed["seconds"] > 0
+    assert timed["attempts"] == 2 or not timed["complete"], timed
 
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step(root, tmp_path):
@@ -135,6 +139,9 @@ def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_
     model_dir = str(tmp_path / "run")
     train_lib.train_and_evaluate(*tiny_configs(root), model_dir)
     assert model_dir_lib.read_validated_step(model_dir) == 2
+    first = model_dir_lib.read_train_time(model_dir)
+    assert (first["step"], first["attempts"], first["complete"]) == (2, 1, True)
+    assert first["seconds"] > 0
     # As if killed during the validation of step 2: no record of it, no best checkpoint.
     model_dir_lib.write_validated_step(model_dir, 0)
     for folder in ("validation", "best"):
@@ -144,10 +151,43 @@ def test_a_step_whose_validation_was_cut_short_is_validated_on_resume(root, tmp_
     assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {2, 3}
     assert model_dir_lib.read_validated_step(model_dir) == 3
     assert model_dir_lib.read_best_metrics(model_dir)["step"] in (2, 3)
+    # The training time sums both attempts (each counts from its start to its checkpoint).
+    second = model_dir_lib.read_train_time(model_dir)
+    assert (second["step"], second["attempts"], second["complete"]) == (3, 2, True)
+    assert second["seconds"] > first["seconds"]
     # A resume at a step that was validated does not validate it again.
     shutil.rmtree(os.path.join(model_dir, "validation"))
     train_lib.train_and_evaluate(*tiny_configs(root, train_steps=5, eval_every=5), model_dir)
     assert event_steps(os.path.join(model_dir, "validation"))["kappa"] == {5}
+
+
+def test_the_training_time_of_a_resume_without_a_record_of_its_step_is_incomplete(tmp_path):
+    model_dir = str(tmp_path)
+    started = time.monotonic() - 10.0  # an attempt that began 10 s ago
+    train_lib.TrainClock(model_dir, 0, chief=True, started=started).record(4)
+    fresh = model_dir_lib.read_train_time(model_dir)
+    assert (fresh["step"], fresh["attempts"], fresh["complete"]) == (4, 1, True)
+    assert 10.0 <= fresh["seconds"] < 60.0
+    # Resumed at the recorded step: the earlier seconds carry over.
+    train_lib.TrainClock(model_dir, 4, chief=True, started=time.monotonic() - 5.0).record(6)
+    resumed = model_dir_lib.read_train_time(model_dir)
+    assert (resumed["step"], resumed["attempts"], resumed["complete"]) == (6, 2, True)
+    assert resumed["seconds"] >= fresh["seconds"] + 5.0
+    # Resumed at another step than the record's (a kill between a checkpoint and its record):
+    # the sum is kept, and marked as missing steps from then on.
+    train_lib.TrainClock(model_dir, 8, chief=True).record(10)
+    mismatched = model_dir_lib.read_train_time(model_dir)
+    assert (mismatched["attempts"], mismatched["complete"]) == (3, False)
+    assert mismatched["seconds"] >= resumed["seconds"]
+    train_lib.TrainClock(model_dir, 10, chief=True).record(12)
+    assert model_dir_lib.read_train_time(model_dir)["complete"] is False
+    # No record at all (an older model directory), and a worker that is not the chief.
+    older = str(tmp_path / "older")
+    train_lib.TrainClock(older, 5, chief=True).record(7)
+    assert model_dir_lib.read_train_time(older)["complete"] is False
+    worker = str(tmp_path / "worker")
+    train_lib.TrainClock(worker, 0, chief=False).record(2)
+    assert model_dir_lib.read_train_time(worker) is None
 
 
 @pytest.mark.slow
