@@ -61,14 +61,19 @@ def _fake_runner(f1_by_seed):
     return runner, calls
 
 
-def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
-    experiment = experiment_lib.Experiment(
+def _two_seeds(root, tmp_path) -> experiment_lib.Experiment:
+    """One tiny trained variant, seeds 0 and 1, evaluated on the test partition."""
+    return experiment_lib.Experiment(
         datadir=root,
         out_dir=str(tmp_path / "out"),
         variants=(experiment_lib.parse_variant("small --convrnn_filters=2", "train"),),
         seeds=(0, 1),
         partitions=("test",),
     )
+
+
+def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
+    experiment = _two_seeds(root, tmp_path)
     runner, calls = _fake_runner({0: 0.5, 1: 0.7})
     records = experiment_lib.execute(experiment, runner)
     assert len(calls) == 4  # train and evaluate, per seed
@@ -107,13 +112,7 @@ def test_execute_aggregates_over_seeds_and_skips_finished_runs(root, tmp_path):
 def test_a_resumed_run_reports_the_training_time_of_all_its_attempts(root, tmp_path):
     from mtlcc_tf import model_dir as model_dir_lib
 
-    experiment = experiment_lib.Experiment(
-        datadir=root,
-        out_dir=str(tmp_path / "out"),
-        variants=(experiment_lib.parse_variant("small --convrnn_filters=2", "train"),),
-        seeds=(0, 1),
-        partitions=("test",),
-    )
+    experiment = _two_seeds(root, tmp_path)
     # Seed 0 was interrupted after its first checkpoint, with its time recorded; seed 1 too,
     # in a model directory from before train_time.json.
     for seed in (0, 1):
